@@ -1,0 +1,138 @@
+"""`build`: validate, schedule, emit and verify the kernels of a YAML file.
+
+Exit status: 0 everything requested succeeded; 1 a numerical check failed; 2 invalid spec or usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .diagnostics import Diagnostic, SpecError
+
+BACKENDS = ("triton", "pypto")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors exit 2 with one line, never a traceback
+        self.print_usage(sys.stderr)
+        print(f"build: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="build", description=__doc__.split("\n\n")[0],
+                epilog="Exit status: 0 ok, 1 a numerical check failed, 2 invalid spec or usage.")
+    p.add_argument("--file", default="kernels.yaml", help="kernel library to read (default: ./kernels.yaml)")
+    p.add_argument("--kernel", action="append", metavar="NAME", help="only this kernel (repeatable)")
+    p.add_argument("--sizes", metavar="NAME", help="size set to emit and verify (default: each kernel's "
+                                                   "default_sizes, normally `small`)")
+    p.add_argument("--backend", choices=BACKENDS + ("all",), default="triton", help="code generator (default triton)")
+    p.add_argument("--out-dir", default="generated", metavar="DIR",
+                   help="where emitted files go, one folder per kernel (default: generated/)")
+    p.add_argument("--check", action="store_true", help="CI mode: emit and verify in memory, write nothing")
+    p.add_argument("--no-verify", action="store_true", help="skip the numerical checks against the golden")
+    p.add_argument("--seed", type=int, default=0, help="seed of the deterministic input fixtures (default 0)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
+    p.add_argument("--graph", action="store_true", help="render the stage graphs and loop blocks instead")
+    return p
+
+
+def _progress(kernel: str, backend: str):
+    if not sys.stderr.isatty():
+        return None
+    return lambda msg: print(f"  [{kernel} {backend}] {msg}...", file=sys.stderr, flush=True)
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Atomic write, skipped when the file already holds `text` (keeps mtimes and rebuilds quiet)."""
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return True
+
+
+def _select(lib, names):
+    if not names:
+        return [lib[n] for n in lib]
+    missing = [n for n in names if n not in lib]
+    if missing:
+        raise UsageError(f"no kernel named {', '.join(missing)} in {lib.path}; it has {', '.join(lib)}")
+    return [lib[n] for n in dict.fromkeys(names)]
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from . import load
+
+    try:
+        lib = load(args.file)
+        kernels = _select(lib, args.kernel)
+        for k in kernels:
+            k.size_set(args.sizes)
+    except SpecError as exc:
+        for d in exc.diagnostics:
+            print(d.render(), file=sys.stderr)
+        n = len(exc.diagnostics)
+        print(f"{args.file}: {n} error{'s' * (n != 1)}; nothing was written", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"status": "invalid", "diagnostics": [d.as_json() for d in exc.diagnostics]}, indent=2))
+        return 2
+    except (UsageError, KeyError) as exc:
+        print(f"build: error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    for w in lib.warnings:
+        print(w.render(), file=sys.stderr)
+
+    if args.graph:
+        from .render import render
+
+        print(render([k.typed(args.sizes) for k in kernels], "text"), end="")
+        return 0
+
+    backends = BACKENDS if args.backend == "all" else (args.backend,)
+    results, failed = [], False
+    for k in kernels:
+        tg, sched = k.typed(args.sizes)
+        entry = {"kernel": k.name, "line": k.spec.loc.line, "sizes": tg.dims.size_set,
+                 "stages": len(tg.stages), "loop_blocks": [b.name for b in sched.blocks], "backends": {}}
+        lines = [f"{k.name} ({k.spec.loc.file}:{k.spec.loc.line}), sizes {tg.dims.size_set}: "
+                 f"{len(tg.stages)} stages in {len(sched.blocks)} loop blocks"]
+        for backend in backends:
+            code = k.emit(backend, args.sizes)
+            info: dict = {"status": "emitted"}
+            if not args.check:
+                path = Path(args.out_dir) / k.name / f"{k.name}_{backend}.py"
+                changed = _write_if_changed(path, code)
+                info["file"] = str(path)
+                lines.append(f"  {backend}: {'wrote' if changed else 'unchanged'} {path}")
+            if not args.no_verify:
+                from .verify import describe
+
+                report = k.verify(backend, args.sizes, args.seed, _progress(k.name, backend))
+                info.update(report.as_json())
+                lines += describe(report, k.spec.loc.file)
+                failed |= not report.ok
+            entry["backends"][backend] = info
+        results.append(entry)
+        if not args.json:
+            print("\n".join(lines), flush=True)
+    if args.json:
+        print(json.dumps({"status": "failed" if failed else "ok", "file": args.file, "kernels": results,
+                          "warnings": [w.as_json() for w in lib.warnings]}, indent=2))
+    return 1 if failed else 0
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,102 @@
+"""What every backend's generated file shares: header, docstring, constants, names, line wrapping."""
+from __future__ import annotations
+
+import keyword
+import re
+import textwrap
+from dataclasses import dataclass, field
+
+from ..graph import TypedGraph
+from ..schedule import Schedule
+
+GENERATOR = "build"
+WIDTH = 100
+
+
+def header(tg: TypedGraph, backend: str) -> str:
+    loc = tg.spec.loc
+    return (f"# @generated from {loc.file}:{loc.line} by `{GENERATOR}` — do not edit.\n"
+            f"# kernel {tg.spec.name}, backend {backend}, sizes {tg.dims.size_set}")
+
+
+def var(ref: str) -> str:
+    """Python identifier of a tensor reference: `attn.o` -> `attn_o`."""
+    name = re.sub(r"\W", "_", ref.replace(".", "_"))
+    return name + "_" if keyword.iskeyword(name) else name
+
+
+def _item(head: str, text: str) -> list[str]:
+    """A docstring list item: `head` then `text`, continuation lines indented under it."""
+    return textwrap.wrap(f"{head} {text}", WIDTH, initial_indent="    ", subsequent_indent="        ")
+
+
+def docstring(tg: TypedGraph, sched: Schedule, constants: list[tuple[str, str, object]], backend_note: str) -> str:
+    """Module docstring listing every parameter, output, derived constant and loop block."""
+    spec = tg.spec
+    lines = textwrap.wrap(" ".join(spec.doc.split()), WIDTH) + [""] + backend_note.splitlines()
+    lines += ["", "Parameters:"]
+    for name, t in tg.inputs.items():
+        lines += _item(f"{name} ({t.describe()}):", spec.inputs[name].doc or "(no doc in the YAML)")
+    lines += ["", "Returns:"]
+    for name, ref in tg.outputs.items():
+        lines += _item(f"{name} ({tg.types[ref].describe()}):", spec.outputs[name].doc or f"from `{ref}`")
+    lines += ["", "Constants derived from the YAML:"]
+    for name, text, value in constants:
+        lines += _item(f"{name} = {value}:", text)
+    if not constants:
+        lines.append("    none")
+    lines += ["", "Loop blocks, in schedule order:"]
+    for b in sched.blocks:
+        ops = ", ".join(f"{s.id} ({s.op.name}, {s.loc.file}:{s.loc.line})" for s in b.stages)
+        lines += _item(f"{b.index}. {ops}:", b.describe_domain())
+    text = "\n".join(line.rstrip() for line in lines).replace('"""', "'''")
+    return f'"""{text}\n"""'
+
+
+def call(head: str, args: list[str], indent: int = 0, tail: str = "") -> list[str]:
+    """`head(arg, ...)tail` on one line when it fits in WIDTH columns, else one argument per line."""
+    pad = " " * indent
+    one = f"{pad}{head}({', '.join(args)}){tail}"
+    if len(one) <= WIDTH:
+        return [one]
+    return [f"{pad}{head}("] + [f"{pad}    {a}," for a in args] + [f"{pad}){tail}"]
+
+
+def tuple_code(items: list[str]) -> str:
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
+def dim_code(text) -> str:
+    """Code for a dim expression: a bare name or number stays, anything else is parenthesized."""
+    text = str(text)
+    return text if text.isidentifier() or text.isdigit() else f"({text})"
+
+
+@dataclass
+class Constants:
+    """Module-level constants a generated file defines, in first-use order."""
+
+    items: dict[str, tuple[object, str]] = field(default_factory=dict)  # name -> (value, comment)
+
+    def add(self, name: str, value: object, comment: str = "") -> str:
+        if name in self.items and self.items[name][0] != value:
+            raise ValueError(f"constant {name} defined twice with different values")
+        self.items.setdefault(name, (value, comment))
+        return name
+
+
+def used_names(code: str) -> set[str]:
+    return set(re.findall(r"\b[A-Za-z_]\w*\b", code))
+
+
+def dim_constants(tg: TypedGraph, code: str) -> list[tuple[str, int, str]]:
+    """(name, value, expression) for each kernel dim `code` mentions, free dims first, then derived."""
+    used = used_names(code)
+    free = [(n, tg.dims[n], "") for n in tg.spec.sizes[tg.dims.size_set] if n in used]
+    derived = [(n, tg.dims[n], str(tg.spec.dims[n])) for n in tg.spec.dims if n in used]
+    return free + derived
+
+
+def indent(lines: list[str], n: int) -> list[str]:
+    pad = " " * n
+    return [pad + line if line else line for line in lines]

@@ -1,0 +1,194 @@
+"""KernelSpec -> typed stage DAG (networkx) for one size set, applying every graph rule.
+
+Nodes: `input:NAME`, `stage:ID`, `output:NAME`. Edges carry the tensor reference, the consumer port
+and the `TensorType` that flows on them. Errors are collected, never raised one at a time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import networkx as nx
+from pydantic import ValidationError
+
+from . import expr
+from .diagnostics import DiagnosticSink, Location, did_you_mean
+from .dims import resolve_dims
+from .spec import KernelSpec, StageSpec
+from .specload import report_validation
+from .stage_api import Dims, Op, StageError, TensorType
+
+Where = Callable[[tuple, bool], Location]
+
+
+@dataclass(frozen=True)
+class Stage:
+    id: str
+    op: Op
+    params: Any
+    spec: StageSpec
+    loc: Location
+    inputs: Mapping[str, str]            # port -> tensor reference (`q` or `attn.o`)
+    in_types: Mapping[str, TensorType]
+    out_types: Mapping[str, TensorType]
+
+    def ref(self, port: str) -> str:
+        return f"{self.id}.{port}"
+
+
+@dataclass
+class TypedGraph:
+    """One kernel at one size set: dims, tensor types and the DAG."""
+
+    spec: KernelSpec
+    dims: Dims
+    inputs: dict[str, TensorType]
+    stages: dict[str, Stage]              # in topological order (ties broken by YAML order)
+    outputs: dict[str, str]               # output name -> tensor reference
+    types: dict[str, TensorType]          # every tensor reference -> type
+    graph: nx.DiGraph = field(repr=False, default_factory=nx.DiGraph)
+
+    def producer(self, ref: str) -> str | None:
+        """The stage id producing `ref`, or None for a kernel input."""
+        return ref.split(".", 1)[0] if "." in ref else None
+
+
+def _split_ref(ref: str) -> tuple[str, str | None]:
+    stage, _, port = ref.partition(".")
+    return (stage, port) if port else (stage, None)
+
+
+def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: DiagnosticSink,
+                where: Where) -> TypedGraph | None:
+    """Type-check `spec` at `size_set`; returns None when an error makes a typed graph impossible."""
+    errors_before = len(sink.errors)
+    dims = resolve_dims(spec, size_set, sink, where)
+    if dims is None:
+        return None
+    g = nx.DiGraph()
+    input_types: dict[str, TensorType] = {}
+    for name, t in spec.inputs.items():
+        try:
+            shape = dims.shape(*t.shape)
+        except expr.ExprError as e:
+            sink.error(e.kind, f"input `{name}`: {e}", where(("inputs", name, "shape"), False),
+                       "define the dim under `dims:` or in every size set")
+            continue
+        input_types[name] = TensorType(shape, t.dtype, t.layout)
+        g.add_node(f"input:{name}", kind="input", name=name)
+
+    # Ops and params first: they decide which ports exist.
+    parsed: dict[str, tuple[Op, Any]] = {}
+    for sid, st in spec.stages.items():
+        op = ops.get(st.op)
+        if op is None:
+            sink.error("unknown-op", f"stage `{sid}`: unknown op `{st.op}`", where(("stages", sid, "op"), False),
+                       did_you_mean(st.op, ops) or f"known ops: {', '.join(sorted(ops))}")
+            continue
+        try:
+            params = op.Params.model_validate(st.params)
+        except ValidationError as exc:
+            report_validation(exc, sink, lambda p, key, sid=sid: where(("stages", sid, "params") + tuple(p), key),
+                              op.Params)
+            continue
+        parsed[sid] = (op, params)
+        g.add_node(f"stage:{sid}", kind="stage", name=sid)
+
+    available = dict(input_types)
+    producers = {f"{sid}.{port}": sid for sid, (op, _) in parsed.items() for port in op.outputs}
+    for sid, (op, _) in parsed.items():
+        st = spec.stages[sid]
+        for port in op.inputs:
+            if port not in st.inputs:
+                sink.error("missing-key", f"stage `{sid}` ({op.name}) does not wire input port `{port}`",
+                           where(("stages", sid, "in"), False), f"add `{port}: <tensor>` under `in:`")
+        for port, ref in st.inputs.items():
+            loc = where(("stages", sid, "in", port), False)
+            if port not in op.inputs:
+                sink.error("unknown-key", f"op `{op.name}` has no input port `{port}`",
+                           where(("stages", sid, "in", port), True),
+                           did_you_mean(port, op.inputs) or f"its ports: {', '.join(op.inputs)}")
+                continue
+            if ref in input_types:
+                g.add_edge(f"input:{ref}", f"stage:{sid}", ref=ref, port=port)
+            elif ref in producers:
+                g.add_edge(f"stage:{producers[ref]}", f"stage:{sid}", ref=ref, port=port)
+            else:
+                sink.error("unknown-ref", f"stage `{sid}` input `{port}` reads `{ref}`, which no kernel input "
+                                          f"or stage output provides", loc,
+                           did_you_mean(ref, list(input_types) + list(producers))
+                           or "write a kernel input name or `stage_id.output_port`")
+
+    outputs: dict[str, str] = {}
+    for name, out in spec.outputs.items():
+        ref = out.from_
+        if ref in producers or ref in input_types:
+            outputs[name] = ref
+            src = f"stage:{producers[ref]}" if ref in producers else f"input:{ref}"
+            g.add_node(f"output:{name}", kind="output", name=name)
+            g.add_edge(src, f"output:{name}", ref=ref, port=name)
+        else:
+            sink.error("output-not-produced", f"output `{name}` is taken from `{ref}`, which nothing produces",
+                       where(("outputs", name, "from"), False),
+                       did_you_mean(ref, list(producers) + list(input_types)) or "name `stage_id.output_port`")
+
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        path = [u.split(":", 1)[1] for u, _ in cycle] + [cycle[0][0].split(":", 1)[1]]
+        first = cycle[0][0].split(":", 1)[1]
+        sink.error("cycle", f"stages form a cycle: {' -> '.join(path)}", where(("stages", first), True),
+                   "a stage may only read tensors produced before it")
+        return None
+
+    order = {sid: i for i, sid in enumerate(spec.stages)}
+    topo = [n for n in nx.lexicographical_topological_sort(
+        g, key=lambda n: (order.get(n.split(":", 1)[1], -1) if n.startswith("stage:") else -1, n))]
+    stages: dict[str, Stage] = {}
+    for node in topo:
+        if not node.startswith("stage:"):
+            continue
+        sid = node.split(":", 1)[1]
+        op, params = parsed[sid]
+        st = spec.stages[sid]
+        ins = {port: available.get(ref) for port, ref in st.inputs.items() if port in op.inputs}
+        if any(t is None for t in ins.values()) or set(ins) != set(op.inputs):
+            continue  # an upstream error already explains this stage
+        try:
+            outs = op.infer(ins, params, dims)
+        except StageError as e:
+            port = e.port
+            if port is not None:
+                ref = st.inputs[port]
+                src = f"stage `{ref.split('.')[0]}`" if "." in ref else "kernel input"
+                msg = f"stage `{sid}` ({op.name}): {e} — `{ref}` comes from {src} as {ins[port].describe()}"
+                loc = where(("stages", sid, "in", port), False)
+            else:
+                msg, loc = f"stage `{sid}` ({op.name}): {e}", where(("stages", sid, "params"), False)
+            sink.error(e.rule, msg, loc, e.hint)
+            continue
+        except expr.ExprError as e:
+            sink.error(e.kind, f"stage `{sid}`: {e}", where(("stages", sid, "params"), False))
+            continue
+        for port, t in outs.items():
+            available[f"{sid}.{port}"] = t
+        stages[sid] = Stage(sid, op, params, st, where(("stages", sid), True), dict(st.inputs), ins, outs)
+
+    # Unused inputs and stages (warnings: the kernel still runs).
+    read = {ref for st in spec.stages.values() for ref in st.inputs.values()} | set(outputs.values())
+    for name in spec.inputs:
+        if name not in read:
+            sink.warn("unused", f"input `{name}` is never read", where(("inputs", name), True),
+                      "remove it, or wire it into a stage")
+    for sid, (op, _) in parsed.items():
+        if not any(f"{sid}.{port}" in read for port in op.outputs):
+            sink.warn("unused", f"stage `{sid}` produces nothing that a stage or output reads",
+                      where(("stages", sid), True), "remove it, or take one of its outputs")
+
+    if len(sink.errors) > errors_before:
+        return None
+    for u, v, data in g.edges(data=True):
+        data["type"] = available[data["ref"]]
+    return TypedGraph(spec, dims, input_types, stages, outputs, available, g)

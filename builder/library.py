@@ -1,0 +1,139 @@
+"""Public API: `load(path) -> Library`, a read-only mapping of kernel name -> `Kernel`.
+
+Validation, graph and schedule never import torch; `make_inputs`, `golden`, `run` and `verify` do.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import networkx as nx
+
+from .diagnostics import Diagnostic, DiagnosticSink, Location, SpecError
+from .graph import TypedGraph, build_graph
+from .schedule import Schedule, make_schedule
+from .spec import KernelSpec
+from .specload import load_kernels
+from .yamlsource import parse
+
+
+class Kernel:
+    """One validated kernel. Size-set-dependent views take `sizes` (None = the kernel's default set)."""
+
+    def __init__(self, spec: KernelSpec, where: Callable, ops: Mapping):
+        self.spec, self._where, self._ops = spec, where, ops
+        self._typed: dict[str, tuple[TypedGraph, Schedule]] = {}
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def size_set(self, sizes: Optional[str]) -> str:
+        name = sizes or self.spec.default_sizes
+        if name not in self.spec.sizes:
+            raise KeyError(f"kernel {self.name} has no size set {name!r}; it has {', '.join(self.spec.sizes)}")
+        return name
+
+    def typed(self, sizes: Optional[str] = None) -> tuple[TypedGraph, Schedule]:
+        name = self.size_set(sizes)
+        if name not in self._typed:
+            sink = DiagnosticSink()
+            tg = build_graph(self.spec, name, self._ops, sink, self._where)
+            sched = make_schedule(tg, sink, self._where) if tg else None
+            sink.raise_if_errors()
+            self._typed[name] = (tg, sched)
+        return self._typed[name]
+
+    def dims(self, sizes: Optional[str] = None) -> dict[str, int]:
+        return dict(self.typed(sizes)[0].dims)
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        return self.typed()[0].graph
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.typed()[1]
+
+    # --- running and verifying (torch from here on) ---
+    def make_inputs(self, seed: int = 0, sizes: Optional[str] = None) -> dict:
+        from .inits import make_inputs
+
+        return make_inputs(self.typed(sizes)[0], seed)
+
+    def golden(self, inputs: Mapping, intermediates: bool = False, sizes: Optional[str] = None) -> dict:
+        from .golden import run_golden
+
+        return run_golden(self.typed(sizes)[0], inputs, intermediates)
+
+    def emit(self, backend: str = "triton", sizes: Optional[str] = None) -> str:
+        from .emit import backend as get_backend
+
+        tg, sched = self.typed(sizes)
+        return get_backend(backend).emit(tg, sched)
+
+    def run(self, inputs: Mapping, backend: str = "triton", sizes: Optional[str] = None) -> dict:
+        from .runtime import run_emitted
+
+        return run_emitted(self.emit(backend, sizes), backend, self.name, inputs)
+
+    def verify(self, backend: str = "triton", sizes: Optional[str] = None, seed: int = 0, progress=None):
+        from .verify import verify
+
+        return verify(self, backend, self.size_set(sizes), seed, progress)
+
+
+class Library(Mapping):
+    """Read-only mapping of kernel name -> Kernel, in file order, plus the file's warnings."""
+
+    def __init__(self, path: str, kernels: dict[str, Kernel], warnings: list[Diagnostic]):
+        self.path, self._kernels, self.warnings = path, kernels, warnings
+
+    def __getitem__(self, name: str) -> Kernel:
+        return self._kernels[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kernels)
+
+    def __len__(self) -> int:
+        return len(self._kernels)
+
+
+def load(path: str | Path = "kernels.yaml", text: Optional[str] = None, ops: Optional[Mapping] = None) -> Library:
+    """Parse, validate, type-check and schedule every kernel at every size set.
+
+    Raises SpecError carrying every error diagnostic of the file. `ops` overrides the stage-op registry
+    (tests use it to inject faults).
+    """
+    from stages import registry
+
+    ops = registry() if ops is None else ops
+    path = str(path)
+    if text is None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise SpecError([Diagnostic("yaml-syntax", f"cannot read the file: {exc.strerror}",
+                                        Location(path, 1, 1))]) from None
+    src = parse(text, path)
+    sink = DiagnosticSink()
+    kernels = {}
+    for spec, where in load_kernels(src, sink):
+        kernel = Kernel(spec, where, ops)
+        for size_set in spec.sizes:
+            tg = build_graph(spec, size_set, ops, sink, where)
+            if tg is None:
+                break
+            sched = make_schedule(tg, sink, where)
+            if sched is None:
+                break
+            kernel._typed[size_set] = (tg, sched)
+        kernels[spec.name] = kernel
+    unique = {(d.rule, d.loc, d.message): d for d in sink.items}
+    errors = [d for d in unique.values() if d.severity == "error"]
+    if errors:
+        raise SpecError(errors)
+    warnings = sorted((d for d in unique.values() if d.severity == "warning"), key=lambda d: (d.loc, d.rule))
+    return Library(path, kernels, warnings)

@@ -1,0 +1,121 @@
+"""Typed graph -> schedule: stages in topological order, grouped into separate loop blocks.
+
+Default: one stage per block (the seed PR's "distinct loop blocks"). `fuse:` groups adjacent stages
+with the same iteration domain whose in-group edges are pointwise in that domain.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .diagnostics import DiagnosticSink, Location
+from .graph import Stage, TypedGraph
+from .stage_api import Axis
+
+
+@dataclass(frozen=True)
+class LoopBlock:
+    index: int
+    stages: tuple[Stage, ...]
+    domain: tuple[Axis, ...]
+    reads: tuple[str, ...]     # tensors read from outside the block (kernel inputs or earlier blocks)
+    writes: tuple[str, ...]    # tensors the block leaves for later blocks or kernel outputs
+    scratch: tuple[str, ...]   # tensors produced and consumed inside the block only
+
+    @property
+    def name(self) -> str:
+        return "_".join(s.id for s in self.stages)
+
+    def describe_domain(self) -> str:
+        return " x ".join(a.describe() for a in self.domain)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    blocks: tuple[LoopBlock, ...]
+
+    def block_of(self, stage_id: str) -> LoopBlock:
+        return next(b for b in self.blocks if any(s.id == stage_id for s in b.stages))
+
+    @property
+    def crossing(self) -> tuple[str, ...]:
+        """Tensors that cross a block boundary (materialized buffers between loop blocks)."""
+        return tuple(sorted({r for b in self.blocks for r in b.writes}))
+
+
+def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, bool], Location]) -> Schedule | None:
+    order = list(tg.stages)
+    position = {sid: i for i, sid in enumerate(order)}
+    domains = {sid: st.op.domain(st.in_types, st.params, tg.dims) for sid, st in tg.stages.items()}
+    group_of: dict[str, int] = {}
+    errors_before = len(sink.errors)
+    for gi, group in enumerate(tg.spec.fuse):
+        loc = where(("fuse", gi), False)
+        unknown = [s for s in group if s not in tg.stages]
+        if unknown:
+            sink.error("illegal-fuse", f"`fuse` group {gi} names unknown stage(s) {', '.join(unknown)}", loc,
+                       f"stages: {', '.join(order)}")
+            continue
+        again = [s for s in group if s in group_of]
+        if again or len(group) < 2:
+            sink.error("illegal-fuse", f"`fuse` group {gi} must name at least two stages, each in one group only"
+                       + (f" ({', '.join(again)} already fused)" if again else ""), loc)
+            continue
+        members = sorted(group, key=position.__getitem__)
+        span = order[position[members[0]]:position[members[-1]] + 1]
+        if span != members:
+            between = [s for s in span if s not in group]
+            sink.error("illegal-fuse", f"`fuse` group {gi} is not adjacent in the schedule: "
+                                       f"{', '.join(between)} runs between its stages", loc,
+                       "fuse only consecutive stages, or add the stages in between to the group")
+            continue
+        first = members[0]
+        bad = [s for s in members if domains[s] != domains[first]]
+        if bad:
+            sink.error("illegal-fuse", f"`fuse` group {gi}: `{bad[0]}` iterates "
+                                       f"{' x '.join(a.describe() for a in domains[bad[0]])} but `{first}` iterates "
+                                       f"{' x '.join(a.describe() for a in domains[first])}", loc,
+                       "fused stages must share one iteration domain")
+            continue
+        illegal = [(s, port, ref) for s in members for port, ref in tg.stages[s].inputs.items()
+                   if tg.producer(ref) in group and port not in tg.stages[s].op.pointwise_inputs]
+        if illegal:
+            s, port, ref = illegal[0]
+            sink.error("illegal-fuse", f"`fuse` group {gi}: `{s}` reads `{ref}` (port `{port}`) beyond its own "
+                                       f"domain point, so it needs all of `{tg.producer(ref)}` done first", loc,
+                       "keep these stages in separate loop blocks")
+            continue
+        for s in members:
+            group_of[s] = gi
+    if len(sink.errors) > errors_before:
+        return None
+
+    groups: list[list[str]] = []
+    for sid in order:
+        if groups and sid in group_of and group_of.get(groups[-1][0]) == group_of[sid]:
+            groups[-1].append(sid)
+        else:
+            groups.append([sid])
+
+    readers: dict[str, set[int]] = {}
+    for bi, members in enumerate(groups):
+        for sid in members:
+            for ref in tg.stages[sid].inputs.values():
+                readers.setdefault(ref, set()).add(bi)
+    outputs = set(tg.outputs.values())
+    blocks = []
+    for bi, members in enumerate(groups):
+        made = [st.ref(p) for sid in members for st in [tg.stages[sid]] for p in st.out_types]
+        inside = set(made)
+        reads = sorted({ref for sid in members for ref in tg.stages[sid].inputs.values() if ref not in inside},
+                       key=_ref_order(tg))
+        writes = [r for r in made if r in outputs or readers.get(r, set()) - {bi}]
+        scratch = [r for r in made if r not in writes]
+        blocks.append(LoopBlock(bi, tuple(tg.stages[s] for s in members), domains[members[0]],
+                                tuple(reads), tuple(writes), tuple(scratch)))
+    return Schedule(tuple(blocks))
+
+
+def _ref_order(tg: TypedGraph):
+    names = list(tg.inputs) + list(tg.types)
+    return lambda ref: names.index(ref)

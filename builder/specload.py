@@ -1,0 +1,198 @@
+"""Source (YAML data + locations) -> validated `KernelSpec`s, with `extends:` and named size sets resolved.
+
+Every pydantic error becomes a located diagnostic; all of a file's errors are collected in one pass.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .diagnostics import DiagnosticSink, Location, did_you_mean
+from .spec import FileSpec, KernelSpec
+from .yamlsource import Path, Source
+
+_RULE_OF_PYDANTIC = {"extra_forbidden": "unknown-key", "missing": "missing-key"}
+
+
+def report_validation(exc: ValidationError, sink: DiagnosticSink, where, model: type[BaseModel]) -> None:
+    """Map pydantic errors onto YAML locations. `where(path, key)` resolves a path relative to the model."""
+    for err in exc.errors():
+        path = tuple(p for p in err["loc"] if p != "__root__")
+        kind = err["type"]
+        rule = _RULE_OF_PYDANTIC.get(kind, "bad-value" if kind in ("value_error", "greater_than_equal",
+                                                                   "less_than_equal", "greater_than") else "wrong-type")
+        if rule == "unknown-key":
+            known = _field_names(model, path[:-1])
+            hint = did_you_mean(str(path[-1]), known) or (f"known keys: {', '.join(sorted(known))}" if known else "")
+            sink.error(rule, f"unknown key `{path[-1]}`", where(path, True), hint)
+        elif rule == "missing-key":
+            sink.error(rule, f"missing required key `{path[-1]}`", where(path[:-1], False),
+                       f"add `{path[-1]}:` here")
+        else:
+            got = err.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, (dict, list)) else ""
+            sink.error(rule, f"`{'.'.join(map(str, path))}`: {err['msg']}{shown}", where(path, False),
+                       _type_hint(err))
+
+
+def _type_hint(err: dict) -> str:
+    ctx = err.get("ctx") or {}
+    if "expected" in ctx:
+        return f"expected {ctx['expected']}"
+    return ""
+
+
+def _field_names(model: type[BaseModel], path: tuple) -> set[str]:
+    """Field names (by alias) of the sub-model reached by `path`, for did-you-mean hints."""
+    import typing
+
+    current: Any = model
+    for part in path:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+            if isinstance(part, int) or current is None:
+                continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            f = {(fi.alias or n): fi for n, fi in current.model_fields.items()}.get(part)
+            current = f.annotation if f else None
+        else:
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+    while typing.get_args(current) and not (isinstance(current, type) and issubclass(current, BaseModel)):
+        current = typing.get_args(current)[-1]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return {fi.alias or n for n, fi in current.model_fields.items() if n != "loc"}
+    return set()
+
+
+class _Merged:
+    """A kernel's raw mapping after `extends:` merging, with each relative path's source path."""
+
+    def __init__(self, data: dict, origin: dict[Path, Path]):
+        self.data, self.origin = data, origin
+
+
+def _origins(value: Any, rel: Path, src_path: Path, out: dict[Path, Path]) -> None:
+    out[rel] = src_path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _origins(v, rel + (k,), src_path + (k,), out)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _origins(v, rel + (i,), src_path + (i,), out)
+
+
+def _deep_merge(base: _Merged, child: dict, child_path: Path) -> _Merged:
+    data = dict(base.data)
+    origin = dict(base.origin)
+
+    def merge(dst: dict, src: dict, rel: Path) -> None:
+        for k, v in src.items():
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                dst[k] = dict(dst[k])
+                origin[rel + (k,)] = child_path + rel + (k,)
+                merge(dst[k], v, rel + (k,))
+            else:
+                for p in [p for p in origin if p[:len(rel) + 1] == rel + (k,)]:
+                    del origin[p]
+                dst[k] = v
+                _origins(v, rel + (k,), child_path + rel + (k,), origin)
+
+    merge(data, child, ())
+    return _Merged(data, origin)
+
+
+def load_kernels(src: Source, sink: DiagnosticSink) -> list[KernelSpec]:
+    if not isinstance(src.data, dict):
+        sink.error("wrong-type", "the file must be a mapping with `version:` and `kernels:`", src.where(()))
+        return []
+    try:
+        top = FileSpec.model_validate(src.data)
+    except ValidationError as exc:
+        report_validation(exc, sink, lambda p, key: src.where(p, key), FileSpec)
+        return []
+
+    merged: dict[str, _Merged | None] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> _Merged | None:
+        if name in merged:
+            return merged[name]
+        raw = top.kernels[name]
+        path = ("kernels", name)
+        parent_name = raw.get("extends") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict):
+            result = None
+        elif parent_name is None:
+            origin: dict[Path, Path] = {}
+            _origins(raw, (), path, origin)
+            result = _Merged(raw, origin)
+        elif parent_name in chain or parent_name == name:
+            cyc = " -> ".join(chain + (name, parent_name))
+            sink.error("cycle", f"`extends:` loops: {cyc}", src.where(path + ("extends",)),
+                       "a kernel may not extend itself, directly or through others")
+            result = None
+        elif parent_name not in top.kernels:
+            sink.error("unknown-kernel", f"`extends: {parent_name}` names no kernel of this file",
+                       src.where(path + ("extends",)), did_you_mean(str(parent_name), top.kernels))
+            result = None
+        else:
+            parent = resolve(parent_name, chain + (name,))
+            result = _deep_merge(parent, raw, path) if parent else None
+            if result:
+                result.data.pop("extends", None)
+                result.data["extends"] = parent_name
+                result.origin[("extends",)] = path + ("extends",)
+        merged[name] = result
+        return result
+
+    kernels = []
+    for name in top.kernels:
+        m = resolve(name, ())
+        if m is None:
+            if not isinstance(top.kernels[name], dict):
+                sink.error("wrong-type", f"kernel `{name}` must be a mapping", src.where(("kernels", name)))
+            continue
+        data = dict(m.data)
+        data.setdefault("name", name)
+        path = ("kernels", name)
+
+        def where(rel: Path, key: bool, m=m, path=path) -> Location:
+            rel = tuple(rel)
+            probe = rel
+            while probe and probe not in m.origin:
+                probe = probe[:-1]
+            base = m.origin.get(probe, path)
+            return src.where(base + rel[len(probe):], key)
+
+        ok = _resolve_size_refs(data, top.sizes, sink, where)
+        data["loc"] = src.where(path, True)
+        try:
+            spec = KernelSpec.model_validate(data)
+        except ValidationError as exc:
+            report_validation(exc, sink, where, KernelSpec)
+            continue
+        if ok:
+            kernels.append((spec, where))
+    return kernels
+
+
+def _resolve_size_refs(data: dict, shared: dict, sink: DiagnosticSink, where) -> bool:
+    """`sizes: {full: dsv4_full}` names a top-level size set; inline mappings stay as they are."""
+    sizes = data.get("sizes")
+    if not isinstance(sizes, dict):
+        return True
+    ok = True
+    resolved = {}
+    for set_name, value in sizes.items():
+        if isinstance(value, str):
+            if value not in shared:
+                sink.error("unknown-ref", f"size set `{value}` is not defined under the top-level `sizes:`",
+                           where(("sizes", set_name), False), did_you_mean(value, shared))
+                ok = False
+                continue
+            value = shared[value]
+        resolved[set_name] = value
+    data["sizes"] = resolved
+    return ok

@@ -1,0 +1,154 @@
+"""Run emitted code on deterministic inputs and compare it with the golden of the same graph.
+
+Every output is checked under its tolerance policy. Every loop block is also checked locally: its
+stage goldens are run on the very buffers the emitted code gave it, so the first block whose own
+work is wrong is named (with its YAML line) even when earlier blocks differ within tolerance.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+from .golden import run_stages
+from .spec import Tolerance
+
+
+@dataclass(frozen=True)
+class Stats:
+    max_abs_err: float
+    max_rel_err: float
+    mismatch_ratio: float
+    nonfinite: int
+    ok: bool
+
+
+def compare(actual, expected, tol: Tolerance) -> Stats:
+    """NaN/Inf in the result always fail; otherwise at most `max_error_ratio` of the points may lie
+    outside `atol + rtol * |golden|`."""
+    import torch
+
+    if tuple(actual.shape) != tuple(expected.shape):
+        return Stats(float("inf"), float("inf"), 1.0, 0, False)
+    a, e = actual.double().flatten(), expected.double().flatten()
+    if a.numel() == 0:
+        return Stats(0.0, 0.0, 0.0, 0, True)
+    finite = torch.isfinite(a)
+    err = torch.where(finite, (a - e).abs(), torch.full_like(a, float("inf")))
+    bad = err > tol.atol + tol.rtol * e.abs()
+    rel = err / e.abs().clamp_min(1e-12)
+    ratio = bad.double().mean().item()
+    nonfinite = int((~finite).sum().item())
+    return Stats(err.max().item(), rel.max().item(), ratio, nonfinite, nonfinite == 0 and ratio <= tol.max_error_ratio)
+
+
+@dataclass
+class StageCheck:
+    stage: str
+    op: str
+    line: int
+    block: int
+    buffers: dict[str, Stats]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.buffers.values())
+
+
+@dataclass
+class Report:
+    kernel: str
+    backend: str
+    sizes: str
+    outputs: dict[str, Stats] = field(default_factory=dict)
+    stages: list[StageCheck] = field(default_factory=list)
+    loop_blocks: int = 0
+    seconds: float = 0.0
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(s.ok for s in self.outputs.values()) and all(c.ok for c in self.stages)
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else ("error" if self.error else "mismatch")
+
+    @property
+    def first_bad_stage(self) -> Optional[StageCheck]:
+        return next((c for c in self.stages if not c.ok), None)
+
+    def as_json(self) -> dict:
+        bad = self.first_bad_stage
+        return {
+            "kernel": self.kernel, "backend": self.backend, "sizes": self.sizes, "status": self.status,
+            "outputs": {k: asdict(v) for k, v in self.outputs.items()},
+            "loop_blocks": self.loop_blocks,
+            "first_bad_stage": None if bad is None else {
+                "stage": bad.stage, "op": bad.op, "line": bad.line, "block": bad.block,
+                "buffers": {k: asdict(v) for k, v in bad.buffers.items()}},
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
+
+
+def _fmt(s: Stats) -> str:
+    return (f"max_abs_err {s.max_abs_err:.3g}, max_rel_err {s.max_rel_err:.3g}, "
+            f"{s.mismatch_ratio:.2%} outside tolerance" + (f", {s.nonfinite} NaN/Inf" if s.nonfinite else ""))
+
+
+def describe(report: Report, file: str) -> list[str]:
+    """Human-readable lines for a report."""
+    lines = [f"  {report.backend}: {report.status} ({report.seconds:.1f} s)"]
+    if report.error:
+        lines.append(f"    error: {report.error}")
+    for name, s in report.outputs.items():
+        lines.append(f"    {name}: {'ok' if s.ok else 'FAILED'}: {_fmt(s)}")
+    bad = report.first_bad_stage
+    if bad:
+        lines.append(f"    first bad stage: {bad.stage} ({bad.op}) in loop block {bad.block}, {file}:{bad.line}")
+        for ref, s in bad.buffers.items():
+            lines.append(f"      {ref}: {'ok' if s.ok else 'FAILED'}: {_fmt(s)}")
+    return lines
+
+
+def check_blocks(tg, sched, buffers: dict, inputs: dict) -> list[StageCheck]:
+    """Each block's stage goldens on the buffers the emitted code handed it, against what it wrote."""
+    tol = tg.spec.tolerance
+    checks = []
+    for block in sched.blocks:
+        values = {ref: buffers[ref] if ref in buffers else inputs[ref] for ref in block.reads}
+        expected = run_stages(tg, block.stages, values)
+        for stage in block.stages:
+            stats = {stage.ref(p): compare(buffers[stage.ref(p)], expected[stage.ref(p)], tol)
+                     for p in stage.out_types}
+            checks.append(StageCheck(stage.id, stage.op.name, stage.loc.line, block.index, stats))
+    return checks
+
+
+def verify(kernel, backend: str, sizes: str, seed: int = 0,
+           progress: Optional[Callable[[str], None]] = None) -> Report:
+    from .runtime import run_emitted
+
+    say = progress or (lambda msg: None)
+    tg, sched = kernel.typed(sizes)
+    report = Report(kernel.name, backend, sizes, loop_blocks=len(sched.blocks))
+    start = time.perf_counter()
+    say("making inputs")
+    inputs = kernel.make_inputs(seed, sizes)
+    say("running the golden")
+    golden = kernel.golden(inputs, sizes=sizes)
+    say(f"emitting and running {backend} code ({len(sched.blocks)} loop blocks)")
+    try:
+        result = run_emitted(kernel.emit(backend, sizes), backend, kernel.name, inputs)
+    except Exception as exc:  # the emitted code itself failed: report it, do not crash the build
+        report.error = f"{type(exc).__name__}: {exc}"
+        report.seconds = time.perf_counter() - start
+        return report
+    say("comparing")
+    for name, ref in tg.outputs.items():
+        tol = tg.spec.outputs[name].tolerance or tg.spec.tolerance
+        report.outputs[name] = compare(result[name], golden[name], tol)
+    report.stages = check_blocks(tg, sched, result, inputs)
+    report.seconds = time.perf_counter() - start
+    return report

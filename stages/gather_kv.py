@@ -1,0 +1,113 @@
+"""gather_kv: collect each token's sparse key list from the paged window and compressed KV pools.
+
+Slot `raw` of a token's index row is a window key when `0 <= raw < min(window, seq)`, a compressed key
+when `window <= raw < window + max(seq - window, 0)`; anything else (-1 padding, out of range) is
+invalid. Gathered rows serve as both K and V (shared-KV MQA); invalid rows are zero and flagged.
+"""
+from __future__ import annotations
+
+from pydantic import Field
+
+from builder.spec import DimExpr, DType
+from builder.stage_api import Axis, Op, Params, StageError, TensorType, expect
+
+
+class GatherParams(Params):
+    window: DimExpr = Field(description="sliding-window length: slots below it index the window pool")
+    block_j: int = Field(64, gt=0, description="index slots per program")
+
+
+class GatherKV(Op):
+    name = "gather_kv"
+    summary = "gather sparse key rows from paged window + compressed KV pools"
+    inputs = {
+        "indices": "[T, TOPK] int32 per-token key slots: window slots, then compressed slots offset by window",
+        "seqused": "[T] int32 valid keys per token",
+        "ori_kv": "[PAGES, BLOCK, 1, D] paged window KV pool",
+        "ori_block_table": "[T, PAGES_PER_TOKEN] int32 window page table",
+        "cmp_kv": "[PAGES, BLOCK, 1, D] paged compressed KV pool",
+        "cmp_block_table": "[T, PAGES_PER_TOKEN] int32 compressed page table",
+    }
+    outputs = {"kv": "[T, TOPK, D] gathered key/value rows (zero where invalid)",
+               "valid": "[T, TOPK] int32: 1 where the slot holds a real key"}
+    Params = GatherParams
+
+    def infer(self, ins, p, dims):
+        idx = ins["indices"]
+        expect("indices", idx, rank=2, dtype=DType.int32)
+        t_dim, n_dim = idx.shape
+        expect("seqused", ins["seqused"], rank=1, dtype=DType.int32, dims={0: t_dim})
+        pools = []
+        for pool, table in (("ori_kv", "ori_block_table"), ("cmp_kv", "cmp_block_table")):
+            expect(pool, ins[pool], rank=4)
+            expect(table, ins[table], rank=2, dtype=DType.int32, dims={0: t_dim})
+            if ins[pool].shape[2].value != 1:
+                raise StageError("shape-mismatch", f"input `{pool}` axis 2 must be 1 (one shared KV head)", pool)
+            pools.append(ins[pool])
+        ori, cmp = pools
+        expect("cmp_kv", cmp, dtype=ori.dtype, dims={1: ori.shape[1], 3: ori.shape[3]})
+        if ori.layout and cmp.layout and ori.layout != cmp.layout:
+            raise StageError("layout-mismatch", f"`ori_kv` is {ori.layout.value} but `cmp_kv` is "
+                                                f"{cmp.layout.value}", "cmp_kv", "both pools must store one layout")
+        return {"kv": TensorType((t_dim, n_dim, ori.shape[3]), ori.dtype, ori.layout or cmp.layout),
+                "valid": TensorType((t_dim, n_dim), DType.int32)}
+
+    def domain(self, ins, p, dims):
+        t_dim, n_dim = ins["indices"].shape
+        return (Axis("t", t_dim, parallel=True), Axis("jb", n_dim, tile=p.block_j, parallel=True))
+
+    def golden(self, ins, p, dims, types):
+        import torch
+
+        idx, seq = ins["indices"].long(), ins["seqused"].long()[:, None]
+        window = int(dims.value(p.window))
+        win = seq.clamp(max=window)
+        cmp = (seq - win).clamp(min=0)
+        is_win = (idx >= 0) & (idx < win)
+        slot = idx - window
+        is_cmp = (idx >= window) & (slot < cmp)
+
+        def rows(pool, table, pos, ok):
+            block = pool.shape[1]
+            pos = torch.where(ok, pos, 0)
+            page = torch.gather(table.long(), 1, (pos // block).clamp(max=table.shape[1] - 1))
+            return pool[page, pos % block, 0]
+
+        kv = torch.where(is_win[..., None], rows(ins["ori_kv"], ins["ori_block_table"], idx, is_win),
+                         rows(ins["cmp_kv"], ins["cmp_block_table"], slot, is_cmp))
+        valid = is_win | is_cmp
+        return {"kv": torch.where(valid[..., None], kv, torch.zeros_like(kv)), "valid": valid.int()}
+
+    def flops(self, ins, outs, p):
+        return 0
+
+    def triton(self, c):
+        n, d = c.dim("indices", 1), c.dim("ori_kv", 3)
+        block = c.dim("ori_kv", 1)
+        window = c.const("WINDOW", int(c.dims.value(c.p.window)), str(c.p.window))
+        return [
+            f"j = jb * {c.tile('jb')} + tl.arange(0, {c.tile('jb')})",
+            f"d = tl.arange(0, {d})",
+            f"in_row = j < {n}",
+            f"raw = tl.load({c.src('indices')} + t * {n} + j, mask=in_row, other=-1)",
+            f"seq = tl.load({c.src('seqused')} + t)",
+            f"win = tl.minimum(seq, {window})",
+            "cmp = tl.maximum(seq - win, 0)",
+            "is_win = (raw >= 0) & (raw < win)",
+            f"slot = raw - {window}",
+            f"is_cmp = (raw >= {window}) & (slot < cmp)",
+            f"ori_page = tl.load({c.src('ori_block_table')} + t * {c.dim('ori_block_table', 1)} + raw // {block},"
+            " mask=is_win, other=0)",
+            f"cmp_page = tl.load({c.src('cmp_block_table')} + t * {c.dim('cmp_block_table', 1)} + slot // {block},"
+            " mask=is_cmp, other=0)",
+            f"ori_row = ori_page * {block} + raw % {block}",
+            f"cmp_row = cmp_page * {block} + slot % {block}",
+            f"k_win = tl.load({c.src('ori_kv')} + ori_row[:, None] * {d} + d[None, :], mask=is_win[:, None], other=0.0)",
+            f"k_cmp = tl.load({c.src('cmp_kv')} + cmp_row[:, None] * {d} + d[None, :], mask=is_cmp[:, None], other=0.0)",
+            f"tl.store({c.dst('kv')} + (t * {n} + j)[:, None] * {d} + d[None, :], tl.where(is_win[:, None], k_win, k_cmp),"
+            " mask=in_row[:, None])",
+            f"tl.store({c.dst('valid')} + t * {n} + j, (is_win | is_cmp).to(tl.int32), mask=in_row)",
+        ]
+
+
+OP = GatherKV()

@@ -1,0 +1,73 @@
+"""pack: join each head's non-rotary lanes with its new rotary lanes and lay heads out group-major.
+
+Head h goes to group `g = h // (H / groups)`, row `g * T + t`, columns `(h % (H / groups)) * D ... + D`
+of `[groups * T, (H / groups) * D]`: the model's `o.view(T, 1, groups, (H / groups) * D)`, group-major.
+"""
+from __future__ import annotations
+
+from pydantic import Field
+
+from builder.spec import DimExpr
+from builder.stage_api import Op, Params, StageError, TensorType, expect
+from stages.rope_extract import head_domain
+
+
+class PackParams(Params):
+    groups: DimExpr = Field(description="output-projection groups (heads split evenly among them)")
+    block_h: int = Field(16, ge=1, description="heads per program")
+
+
+class Pack(Op):
+    name = "pack"
+    summary = "NOPE lanes + new RoPE lanes, heads laid out group-major"
+    inputs = {"x": "[T, H, D] heads (their first D - R lanes are kept)", "rope": "[T, H, R] new rotary lanes"}
+    outputs = {"packed": "[groups * T, (H / groups) * D] group-major heads"}
+    Params = PackParams
+    pointwise_inputs = frozenset({"x", "rope"})
+
+    def infer(self, ins, p, dims):
+        x, rope = ins["x"], ins["rope"]
+        expect("x", x, rank=3)
+        expect("rope", rope, rank=3, dtype=x.dtype, dims={0: x.shape[0], 1: x.shape[1]}, layout=x.layout)
+        groups = dims.dim(p.groups)
+        t, h, d = x.shape
+        if rope.shape[2].value > d.value:
+            raise StageError("shape-mismatch", f"input `rope` has {rope.shape[2].value} lanes, more than "
+                                               f"the {d.value} of `x`", "rope")
+        if h.value % groups.value:
+            raise StageError("bad-value", f"`groups` = {groups.text} = {groups.value} does not divide "
+                                          f"{h.text} = {h.value} heads")
+        shape = dims.shape(f"{groups.text} * {t.text}", f"{h.text} // {groups.text} * {d.text}")
+        return {"packed": TensorType(shape, x.dtype, rope.layout)}
+
+    def domain(self, ins, p, dims):
+        return head_domain(ins["x"], p.block_h)
+
+    def golden(self, ins, p, dims, types):
+        import torch
+
+        x, rope = ins["x"], ins["rope"]
+        t, h, d = x.shape
+        groups = int(dims.value(p.groups))
+        heads = torch.cat([x[..., : d - rope.shape[-1]], rope], dim=-1)
+        return {"packed": heads.reshape(t, groups, h // groups * d).transpose(0, 1).reshape(groups * t, -1)}
+
+    def triton(self, c):
+        h, d, rope = c.dim("x", 1), c.dim("x", 2), c.dim("rope", 2)
+        per_group = f"({h} // {c.expr(c.p.groups)})"
+        t_dim = c.dim("x", 0)
+        return [
+            f"h = hb * {c.tile('hb')} + tl.arange(0, {c.tile('hb')})",
+            f"d = tl.arange(0, {d})",
+            f"nope = d < {d} - {rope}",
+            f"x = tl.load({c.src('x')} + (t * {h} + h)[:, None] * {d} + d[None, :])",
+            f"r = tl.load({c.src('rope')} + (t * {h} + h)[:, None] * {rope} + (d - ({d} - {rope}))[None, :],"
+            " mask=~nope[None, :], other=0.0)",
+            f"row = (h // {per_group}) * {t_dim} + t",
+            f"col = (h % {per_group}) * {d}",
+            f"tl.store({c.dst('packed')} + (row * {per_group} * {d} + col)[:, None] + d[None, :],"
+            " tl.where(nope[None, :], x, r))",
+        ]
+
+
+OP = Pack()

@@ -1,0 +1,83 @@
+"""rope_apply: rotate (real, imaginary) pairs by the per-token angle, forward or inverse.
+
+With `c = cos[t, :R/2]`, `s = sin[t, :R/2]` broadcast over heads:
+inverse (multiply by conj(c + i s)): `re' = re*c + im*s`, `im' = im*c - re*s`;
+forward: `re' = re*c - im*s`, `im' = re*s + im*c`. Computed in fp32, each result rounded to `out_dtype`.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from builder.spec import DType
+from builder.stage_api import Op, Params, StageError, TensorType, expect, torch_dtype
+from stages.rope_extract import head_domain
+
+ROTATIONS = {  # (real', imaginary') in terms of re, im, c, s
+    "inverse": ("re * c + im * s", "im * c - re * s"),
+    "forward": ("re * c - im * s", "re * s + im * c"),
+}
+
+
+class ApplyParams(Params):
+    direction: Literal["forward", "inverse"]
+    out_dtype: DType = DType.bf16
+    block_h: int = Field(16, ge=1, description="heads per program")
+
+
+class RopeApply(Op):
+    name = "rope_apply"
+    summary = "rotate RoPE pairs by cos/sin tables (forward or inverse)"
+    inputs = {"even": "[T, H, R/2] real parts", "odd": "[T, H, R/2] imaginary parts",
+              "cos": "[T, >= R/2] cos table (first R/2 columns read)", "sin": "[T, >= R/2] sin table"}
+    outputs = {"even": "[T, H, R/2] rotated real parts", "odd": "[T, H, R/2] rotated imaginary parts"}
+    Params = ApplyParams
+    pointwise_inputs = frozenset({"even", "odd", "cos", "sin"})
+
+    def infer(self, ins, p, dims):
+        even = ins["even"]
+        expect("even", even, rank=3)
+        expect("odd", ins["odd"], rank=3, dtype=even.dtype, dims=dict(enumerate(even.shape)), layout=even.layout)
+        for table in ("cos", "sin"):
+            expect(table, ins[table], rank=2, dtype=ins["cos"].dtype, dims={0: even.shape[0]})
+            if ins[table].shape[1].value < even.shape[2].value:
+                raise StageError("shape-mismatch", f"input `{table}` has {ins[table].shape[1].text} = "
+                                 f"{ins[table].shape[1].value} columns, fewer than the {even.shape[2].value} pairs",
+                                 table)
+        out = TensorType(even.shape, p.out_dtype, even.layout)
+        return {"even": out, "odd": out}
+
+    def domain(self, ins, p, dims):
+        return head_domain(ins["even"], p.block_h)
+
+    def golden(self, ins, p, dims, types):
+        half = ins["even"].shape[-1]
+        re, im = ins["even"].float(), ins["odd"].float()
+        c = ins["cos"].float()[:, None, :half]
+        s = ins["sin"].float()[:, None, :half]
+        env = {"re": re, "im": im, "c": c, "s": s}
+        new_re, new_im = (eval(f, {}, env) for f in ROTATIONS[p.direction])  # fixed formulas above
+        return {"even": new_re.to(torch_dtype(p.out_dtype)), "odd": new_im.to(torch_dtype(p.out_dtype))}
+
+    def flops(self, ins, outs, p):
+        t, h, half = ins["even"].numel_shape
+        return 6 * t * h * half
+
+    def triton(self, c):
+        h, half, cols = c.dim("even", 1), c.dim("even", 2), c.dim("cos", 1)
+        new_re, new_im = ROTATIONS[c.p.direction]
+        return [
+            f"h = hb * {c.tile('hb')} + tl.arange(0, {c.tile('hb')})",
+            f"k = tl.arange(0, {half})",
+            f"pair = (t * {h} + h)[:, None] * {half} + k[None, :]",
+            f"re = tl.load({c.src('even')} + pair).to(tl.float32)",
+            f"im = tl.load({c.src('odd')} + pair).to(tl.float32)",
+            f"c = tl.load({c.src('cos')} + t * {cols} + k).to(tl.float32)[None, :]",
+            f"s = tl.load({c.src('sin')} + t * {cols} + k).to(tl.float32)[None, :]",
+            f"tl.store({c.dst('even')} + pair, {c.cast_for('even', new_re)})",
+            f"tl.store({c.dst('odd')} + pair, {c.cast_for('odd', new_im)})",
+        ]
+
+
+OP = RopeApply()

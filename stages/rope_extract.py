@@ -1,0 +1,79 @@
+"""rope_extract: split each head's rotary lanes (the last `rope` lanes) into real and imaginary parts.
+
+Interleaved lanes store pair k at (2k, 2k+1); split-half lanes at (k, R/2 + k). The lane arithmetic
+comes from `stages.rope_layout`; no selector matrices are involved.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from builder.spec import DimExpr, Layout
+from builder.stage_api import Axis, Op, Params, StageError, TensorType, expect
+from stages import rope_layout
+
+
+class ExtractParams(Params):
+    rope: DimExpr = Field(description="rotary lanes at the end of each head")
+    layout: Optional[Layout] = Field(None, description="layout this stage expects; default: the input's")
+    block_h: int = Field(16, ge=1, description="heads per program")
+
+
+def head_domain(x: TensorType, block_h: int) -> tuple[Axis, ...]:
+    """(token, head-tile) domain shared by the per-head RoPE and packing stages, so they can fuse."""
+    return (Axis("t", x.shape[0], parallel=True), Axis("hb", x.shape[1], tile=block_h, parallel=True))
+
+
+def resolved_layout(port: str, got: TensorType, declared: Optional[Layout]) -> Layout:
+    layout = declared or got.layout
+    if layout is None:
+        raise StageError("layout-mismatch", f"input `{port}` carries no RoPE layout and the stage declares none",
+                         port, "declare `layout:` on the kernel input that holds the rotary lanes")
+    expect(port, got, layout=layout)
+    return layout
+
+
+class RopeExtract(Op):
+    name = "rope_extract"
+    summary = "rotary lanes -> (real, imaginary) halves, by layout"
+    inputs = {"x": "[T, H, D] heads whose last `rope` lanes are rotary"}
+    outputs = {"even": "[T, H, rope/2] real parts", "odd": "[T, H, rope/2] imaginary parts"}
+    Params = ExtractParams
+    pointwise_inputs = frozenset({"x"})
+
+    def infer(self, ins, p, dims):
+        x = ins["x"]
+        expect("x", x, rank=3)
+        layout = resolved_layout("x", x, p.layout)
+        rope = dims.dim(p.rope)
+        if rope.value % 2 or rope.value > x.shape[2].value:
+            raise StageError("bad-value", f"`rope` = {rope.text} = {rope.value} must be even and at most "
+                                          f"{x.shape[2].text} = {x.shape[2].value}")
+        half = TensorType((x.shape[0], x.shape[1], dims.dim(f"{rope.text} // 2")), x.dtype, layout)
+        return {"even": half, "odd": half}
+
+    def domain(self, ins, p, dims):
+        return head_domain(ins["x"], p.block_h)
+
+    def golden(self, ins, p, dims, types):
+        rope = int(dims.value(p.rope))
+        even, odd = rope_layout.split(ins["x"][..., -rope:], types["even"].layout)
+        return {"even": even.contiguous(), "odd": odd.contiguous()}
+
+    def triton(self, c):
+        h, d = c.dim("x", 1), c.dim("x", 2)
+        half = c.dim("even", 2)
+        layout = c.stage.out_types["even"].layout
+        re, im = rope_layout.lane_exprs(layout, "k[None, :]", half)
+        return [
+            f"h = hb * {c.tile('hb')} + tl.arange(0, {c.tile('hb')})",
+            f"k = tl.arange(0, {half})",
+            f"row = (t * {h} + h)[:, None] * {d} + ({d} - {c.expr(c.p.rope)})  # first rotary lane",
+            f"pair = (t * {h} + h)[:, None] * {half} + k[None, :]",
+            f"tl.store({c.dst('even')} + pair, tl.load({c.src('x')} + row + {re}))",
+            f"tl.store({c.dst('odd')} + pair, tl.load({c.src('x')} + row + {im}))",
+        ]
+
+
+OP = RopeExtract()

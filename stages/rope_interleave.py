@@ -1,0 +1,65 @@
+"""rope_interleave: write rotated (real, imaginary) halves back into rotary lanes of a given layout.
+
+Interleaved: `out[2k] = re[k]`, `out[2k+1] = im[k]`; split-half: `out = cat(re, im)`. The layout
+defaults to the one the pairs were extracted from; lane arithmetic comes from `stages.rope_layout`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from builder.spec import DimExpr, Layout
+from builder.stage_api import Op, Params, StageError, TensorType, expect
+from stages import rope_layout
+from stages.rope_extract import head_domain
+
+
+class InterleaveParams(Params):
+    rope: DimExpr = Field(description="rotary lanes written per head (twice the pairs)")
+    layout: Optional[Layout] = Field(None, description="layout to write; default: the pairs' source layout")
+    block_h: int = Field(16, ge=1, description="heads per program")
+
+
+class RopeInterleave(Op):
+    name = "rope_interleave"
+    summary = "(real, imaginary) halves -> rotary lanes, by layout"
+    inputs = {"even": "[T, H, R/2] real parts", "odd": "[T, H, R/2] imaginary parts"}
+    outputs = {"rope": "[T, H, R] rotary lanes in `layout`"}
+    Params = InterleaveParams
+    pointwise_inputs = frozenset({"even", "odd"})
+
+    def infer(self, ins, p, dims):
+        even = ins["even"]
+        expect("even", even, rank=3)
+        expect("odd", ins["odd"], rank=3, dtype=even.dtype, dims=dict(enumerate(even.shape)), layout=even.layout)
+        rope = dims.dim(p.rope)
+        if rope.value != 2 * even.shape[2].value:
+            raise StageError("shape-mismatch", f"`rope` = {rope.text} = {rope.value} lanes, but input `even` holds "
+                                               f"{even.shape[2].text} = {even.shape[2].value} pairs", "even")
+        layout = p.layout or even.layout
+        if layout is None:
+            raise StageError("layout-mismatch", "the pairs carry no layout and the stage declares none", "even",
+                             "declare `layout:` on this stage")
+        return {"rope": TensorType((even.shape[0], even.shape[1], rope), even.dtype, layout)}
+
+    def domain(self, ins, p, dims):
+        return head_domain(ins["even"], p.block_h)
+
+    def golden(self, ins, p, dims, types):
+        return {"rope": rope_layout.merge(ins["even"], ins["odd"], types["rope"].layout)}
+
+    def triton(self, c):
+        h, half, rope = c.dim("even", 1), c.dim("even", 2), c.dim("rope", 2)
+        re, im = rope_layout.lane_exprs(c.stage.out_types["rope"].layout, "k[None, :]", half)
+        return [
+            f"h = hb * {c.tile('hb')} + tl.arange(0, {c.tile('hb')})",
+            f"k = tl.arange(0, {half})",
+            f"pair = (t * {h} + h)[:, None] * {half} + k[None, :]",
+            f"lanes = (t * {h} + h)[:, None] * {rope}",
+            f"tl.store({c.dst('rope')} + lanes + {re}, tl.load({c.src('even')} + pair))",
+            f"tl.store({c.dst('rope')} + lanes + {im}, tl.load({c.src('odd')} + pair))",
+        ]
+
+
+OP = RopeInterleave()

@@ -1,0 +1,101 @@
+"""sparse_attention: softmax attention of every query head over its token's gathered keys, with a sink.
+
+`s_j = scale * <q, k_j>`, `o = sum_j exp(s_j - m) v_j / (sum_j exp(s_j - m) + exp(sink - m))`; the sink
+enters the denominator only. A token without valid keys outputs zeros. Tiled online softmax over key
+blocks of `block_n`; output rounded to the output dtype.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from builder.spec import DimExpr, DType
+from builder.stage_api import Axis, Op, Params, TensorType, expect, torch_dtype
+
+
+class AttentionParams(Params):
+    scale: Optional[DimExpr] = Field(None, description="softmax scale; default `D ** -0.5`")
+    block_n: int = Field(64, ge=16, description="keys per online-softmax step")
+    block_h: int = Field(16, ge=1, description="query heads per program")
+    out_dtype: DType = DType.bf16
+
+
+class SparseAttention(Op):
+    name = "sparse_attention"
+    summary = "tiled online-softmax attention with per-head sink over a sparse key list"
+    inputs = {"q": "[T, H, D] queries", "kv": "[T, N, D] gathered keys (= values)",
+              "valid": "[T, N] int32 key validity", "sink": "[H] fp32 per-head sink logit"}
+    outputs = {"o": "[T, H, D] attention output"}
+    Params = AttentionParams
+
+    def infer(self, ins, p, dims):
+        q, kv = ins["q"], ins["kv"]
+        expect("q", q, rank=3)
+        expect("kv", kv, rank=3, dims={0: q.shape[0], 2: q.shape[2]}, layout=q.layout)
+        expect("valid", ins["valid"], rank=2, dtype=DType.int32, dims={0: kv.shape[0], 1: kv.shape[1]})
+        expect("sink", ins["sink"], rank=1, dtype=DType.fp32, dims={0: q.shape[1]})
+        return {"o": TensorType(q.shape, p.out_dtype, q.layout or kv.layout)}
+
+    def scale(self, types, p, dims) -> tuple[str, float]:
+        """(expression, value) of the softmax scale; default `D ** -0.5` with D the head dim."""
+        text = p.scale if p.scale is not None else f"{types['q'].shape[2].text} ** -0.5"
+        return str(text), float(dims.value(text))
+
+    def domain(self, ins, p, dims):
+        t, h, _ = ins["q"].shape
+        return (Axis("t", t, parallel=True), Axis("hb", h, tile=p.block_h, parallel=True))
+
+    def golden(self, ins, p, dims, types):
+        import torch
+
+        q, kv = ins["q"].float(), ins["kv"].float()
+        valid = ins["valid"].bool()[:, None, :]
+        s = self.scale(types, p, dims)[1] * torch.einsum("thd,tnd->thn", q, kv)
+        s = s.masked_fill(~valid, float("-inf"))
+        m = s.amax(dim=-1, keepdim=True)
+        m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        e = torch.exp(s - m_safe)
+        den = e.sum(-1, keepdim=True) + torch.exp(ins["sink"].float()[None, :, None] - m_safe)
+        o = torch.einsum("thn,tnd->thd", e / den, kv)
+        o = torch.where(valid.any(-1, keepdim=True), o, torch.zeros_like(o))
+        return {"o": o.to(torch_dtype(p.out_dtype))}
+
+    def flops(self, ins, outs, p):
+        t, h, d = ins["q"].numel_shape
+        n = ins["kv"].numel_shape[1]
+        return 4 * t * h * n * d
+
+    def triton(self, c):
+        h, d, keys = c.dim("q", 1), c.dim("q", 2), c.dim("kv", 1)
+        text, value = self.scale(c.stage.in_types, c.p, c.dims)
+        scale = c.const("SCALE", value, text)
+        bn = c.const("BLOCK_N", c.p.block_n, "keys per online-softmax step")
+        bh = c.tile("hb")
+        return [
+            f"h = hb * {bh} + tl.arange(0, {bh})",
+            f"d = tl.arange(0, {d})",
+            f"q = tl.load({c.src('q')} + (t * {h} + h)[:, None] * {d} + d[None, :]).to(tl.float32)",
+            f"m = tl.full([{bh}], -1.0e30, tl.float32)  # finite: a token with no valid key ends with o = 0",
+            f"l = tl.zeros([{bh}], tl.float32)",
+            f"acc = tl.zeros([{bh}, {d}], tl.float32)",
+            f"for n0 in range(0, {keys}, {bn}):",
+            f"    n = n0 + tl.arange(0, {bn})",
+            f"    live = (n < {keys}) & (tl.load({c.src('valid')} + t * {keys} + n, mask=n < {keys}, other=0) != 0)",
+            f"    kv = tl.load({c.src('kv')} + (t * {keys} + n)[:, None] * {d} + d[None, :], mask=live[:, None],"
+            " other=0.0).to(tl.float32)",
+            f"    s = tl.dot(q, tl.trans(kv), input_precision=\"ieee\") * {scale}",
+            "    s = tl.where(live[None, :], s, float(\"-inf\"))",
+            "    m_new = tl.maximum(m, tl.max(s, axis=1))",
+            "    alpha = tl.exp(m - m_new)",
+            "    p = tl.exp(s - m_new[:, None])",
+            "    l = l * alpha + tl.sum(p, axis=1)",
+            "    acc = acc * alpha[:, None] + tl.dot(p, kv, input_precision=\"ieee\")",
+            "    m = m_new",
+            f"sink = tl.load({c.src('sink')} + h)",
+            "o = acc / (l + tl.exp(sink - m))[:, None]",
+            f"tl.store({c.dst('o')} + (t * {h} + h)[:, None] * {d} + d[None, :], {c.cast_for('o', 'o')})",
+        ]
+
+
+OP = SparseAttention()
