@@ -1,0 +1,47 @@
+"""Fault injection: a copy of the op registry where one op's tile body is altered by a text edit.
+
+The edit must apply (else the helper raises), so a test built on it cannot pass vacuously.
+"""
+from __future__ import annotations
+
+import re
+
+from stages import registry
+
+
+def faulty_ops(op_name: str, backend: str, edits: dict[str, str]) -> dict:
+    """Registry copy whose `op_name` tile body for `backend` has each `old` text replaced by `new`
+    (all at once, so that two texts can be swapped)."""
+    pattern = re.compile("|".join(re.escape(old) for old in edits))
+    real = registry()[op_name]
+
+    class Faulty(type(real)):
+        def __getattribute__(self, name):
+            attr = super().__getattribute__(name)
+            if name != backend:
+                return attr
+
+            def broken(ctx):
+                lines = attr(ctx)
+                edited = [pattern.sub(lambda m: edits[m.group(0)], line) for line in lines]
+                missing = [old for old in edits if not any(old in line for line in lines)]
+                if missing:
+                    raise AssertionError(f"fault text {missing} matched nothing in {op_name}.{backend}")
+                return edited
+            return broken
+
+    ops = dict(registry())
+    ops[op_name] = Faulty()
+    return ops
+
+
+# name -> (op, {text in its Triton tile body: replacement}, stage id expected to be reported first)
+FAULTS = {
+    "swap even/odd lanes": ("rope_extract", {"extract_even_ptr": "extract_odd_ptr",
+                                             "extract_odd_ptr": "extract_even_ptr"}, "extract"),
+    "flip the sign of sin": ("rope_apply", {"* s": "* (-s)"}, "rotate"),
+    "drop the sink": ("sparse_attention", {" + tl.exp(sink - m)": ""}, "attn"),
+    "off-by-one in pack": ("pack", {"* T + t": "* T + (t + 1) % T"}, "pack"),
+    "wrong layout on write-back": ("rope_interleave", {"2 * k[None, :] + 1": "HALF_ROPE + k[None, :]",
+                                                       "2 * k[None, :]": "k[None, :]"}, "interleave"),
+}
