@@ -80,3 +80,14 @@ def evaluate(text: str | int | float, env: Mapping[str, int | float]) -> int | f
 def normalize(text: str | int | float) -> str:
     """Canonical spelling of an expression, so that `ROPE//2` and `ROPE // 2` compare equal."""
     return str(text) if isinstance(text, (int, float)) else ast.unparse(_parse(text))
+
+
+def quotient(text: str | int, divisor: str | int) -> str:
+    """`text // divisor` as an expression, cancelling a factor: `G * T` over `G` is `T`."""
+    tree, div = _parse(str(text)), normalize(divisor)
+    if isinstance(tree, ast.BinOp) and isinstance(tree.op, ast.Mult):
+        if ast.unparse(tree.left) == div:
+            return ast.unparse(tree.right)
+        if ast.unparse(tree.right) == div:
+            return ast.unparse(tree.left)
+    return f"({text}) // {divisor}" if not str(text).isidentifier() else f"{text} // {divisor}"

@@ -174,8 +174,16 @@ class Op:
         """Torch reference of this stage; `types` holds the inferred type of every port."""
         raise NotImplementedError
 
+    # which peak rate of a device profile bounds this op's arithmetic
+    flops_kind: ClassVar[str] = "bf16"
+
     def flops(self, ins: Mapping[str, TensorType], outs: Mapping[str, TensorType], p: Any) -> int:
         return 0
+
+    def min_bytes(self, ins: Mapping[str, TensorType], outs: Mapping[str, TensorType], p: Any) -> dict[str, int]:
+        """Fewest bytes each port must move: `in:PORT` / `out:PORT` -> bytes. Default: every tensor once.
+        Ops that touch only part of an input (a gather) override this; other keys name extra traffic."""
+        return {**{f"in:{k}": t.nbytes for k, t in ins.items()}, **{f"out:{k}": t.nbytes for k, t in outs.items()}}
 
     def key_params(self, p: Any) -> str:
         """Params worth showing on a graph node."""

@@ -78,8 +78,12 @@ class GatherKV(Op):
         valid = is_win | is_cmp
         return {"kv": torch.where(valid[..., None], kv, torch.zeros_like(kv)), "valid": valid.int()}
 
-    def flops(self, ins, outs, p):
-        return 0
+    def min_bytes(self, ins, outs, p):
+        """Only the gathered rows of the pools are read, not the whole pools."""
+        traffic = super().min_bytes(ins, outs, p)
+        traffic["in:ori_kv"] = traffic["in:cmp_kv"] = 0
+        traffic["gathered pool rows"] = outs["kv"].nbytes
+        return traffic
 
     def triton(self, c):
         n, d = c.dim("indices", 1), c.dim("ori_kv", 3)

@@ -79,12 +79,28 @@ def pack_group_major(o: torch.Tensor, groups: int) -> torch.Tensor:
     return grouped.permute(1, 0, 2).reshape(groups * t, -1)
 
 
-def sparse_attn_decode(ins: dict, dims: dict, layout: str) -> dict:
-    """Stages 1-6 of the DSv4 decode kernel: returns attention output and o_packed."""
+def output_projections(o_packed_heads: torch.Tensor, ins: dict, groups: int) -> torch.Tensor:
+    """Stages 7-9 from the model: grouped wo_a einsum, A8 per-row dynamic quant, W8A8 wo_b.
+
+    `o_packed_heads` is the attention output after inverse RoPE, [T, H, D] (not yet group-major)."""
+    t = o_packed_heads.shape[0]
+    o = o_packed_heads.double().reshape(t, 1, groups, -1)                # o.view(T, 1, G, G_IN)
+    o_r = torch.einsum("bsgd,grd->bsgr", o, ins["wo_a"].double())      # [T, 1, G, R]
+    o_r = bf16(o_r.reshape(t, -1))
+    amax = o_r.abs().amax(dim=-1, keepdim=True).clamp_min(1e-4)
+    scale = 127.0 / amax
+    q = torch.round(o_r * scale)                                        # half to even, like torch.round
+    acc = q @ ins["wo_b"].double().T                                    # exact integer sums
+    return bf16(acc / scale * ins["wo_b_scale"].double()[None, :])
+
+
+def sparse_attn_decode_full(ins: dict, dims: dict, layout: str) -> dict:
+    """The whole kernel: stages 1-9."""
     rope, half = dims["ROPE"], dims["ROPE"] // 2
     o = attention(ins, dims["WIN"], dims["D"] ** -0.5)
     cos, sin = ins["freqs_cos"][:, :half], ins["freqs_sin"][:, :half]
     x = o[..., -rope:]
     y = inverse_rope_interleaved(x, cos, sin) if layout == "interleave" else inverse_rope_split_half(x, cos, sin)
-    full = torch.cat([o[..., :-rope], y], dim=-1)
-    return {"attn": o, "o_packed": pack_group_major(full, dims["O_GROUPS"])}
+    heads = torch.cat([o[..., :-rope], y], dim=-1)
+    return {"attn": o, "o_packed": pack_group_major(heads, dims["O_GROUPS"]),
+            "attn_out": output_projections(heads, ins, dims["O_GROUPS"])}

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import builder
+from builder.verify import compare
 from tests import reference
 
 KERNELS = {  # kernel -> (layout, compress ratio it models)
@@ -29,9 +30,10 @@ def test_composed_golden_matches_model_reference(lib, name):
     k = lib[name]
     ins = k.make_inputs(seed=3)
     golden = k.golden(ins, intermediates=True)
-    ref = reference.sparse_attn_decode(ins, k.dims(), KERNELS[name])
+    ref = reference.sparse_attn_decode_full(ins, k.dims(), KERNELS[name])
     close(golden["attn.o"], ref["attn"])
     close(golden["o_packed"], ref["o_packed"])
+    assert compare(golden["attn_out"], ref["attn_out"], k.spec.outputs["attn_out"].tolerance).ok
 
 
 def test_ratio_fixtures_differ_in_compressed_keys(lib):
@@ -104,3 +106,14 @@ def test_pack_golden_is_model_view(lib):
     g = k.golden(k.make_inputs(), intermediates=True)
     o = torch.cat([g["attn.o"][..., : k.dims()["NOPE"]], g["interleave.rope"]], dim=-1)
     assert torch.equal(g["o_packed"], reference.pack_group_major(o, k.dims()["O_GROUPS"]))
+
+
+def test_forward_rope_kernel_matches_complex_rotation(lib):
+    k = lib["dsv4_qkv_rope_forward"]
+    ins = k.make_inputs(seed=2)
+    dims = k.dims()
+    half = dims["HALF_ROPE"]
+    rotated = reference.forward_rope_interleaved(ins["q"][..., -2 * half:], ins["freqs_cos"][:, :half],
+                                                 ins["freqs_sin"][:, :half])
+    expected = torch.cat([ins["q"].double()[..., :-2 * half], rotated], dim=-1).reshape(dims["T"], -1)
+    close(k.golden(ins)["q_rope"], expected)

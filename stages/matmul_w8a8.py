@@ -1,0 +1,81 @@
+"""matmul_w8a8: int8 activations x int8 weights, int32 accumulation, dequantized to `out_dtype`.
+
+`y[t, n] = float(sum_k a[t, k] * w[n, k]) * a_scale[t] * w_scale[n]` (per-row activation scale times
+per-output-channel weight scale).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from builder.spec import DType
+from builder.stage_api import Axis, Op, Params, TensorType, expect, torch_dtype
+from stages.grouped_matmul import dot_rows, tiles
+
+
+class W8A8Params(Params):
+    block_n: Optional[int] = Field(None, ge=16, description="output columns per program (default: min(N, 512))")
+    block_k: Optional[int] = Field(None, ge=16, description="reduction depth per step (default: min(K, 1024))")
+    out_dtype: DType = DType.bf16
+
+
+DEFAULT_TILES = (512, 1024)
+
+
+class MatmulW8A8(Op):
+    name = "matmul_w8a8"
+    summary = "int8 x int8 -> int32 matmul with row and channel dequant scales"
+    inputs = {"a": "[T, K] int8 activations", "a_scale": "[T] fp32 per-row dequant scale",
+              "w": "[N, K] int8 weights", "w_scale": "[N] fp32 per-output-channel dequant scale"}
+    outputs = {"y": "[T, N] dequantized result"}
+    Params = W8A8Params
+    flops_kind = "int8"
+
+    def infer(self, ins, p, dims):
+        a, w = ins["a"], ins["w"]
+        expect("a", a, rank=2, dtype=DType.int8)
+        expect("w", w, rank=2, dtype=DType.int8, dims={1: a.shape[1]})
+        expect("a_scale", ins["a_scale"], rank=1, dtype=DType.fp32, dims={0: a.shape[0]})
+        expect("w_scale", ins["w_scale"], rank=1, dtype=DType.fp32, dims={0: w.shape[0]})
+        tiles(p, w.shape[0], a.shape[1], *DEFAULT_TILES)
+        return {"y": TensorType((a.shape[0], w.shape[0]), p.out_dtype)}
+
+    def domain(self, ins, p, dims):
+        w = ins["w"]
+        block_n, _ = tiles(p, w.shape[0], w.shape[1], *DEFAULT_TILES)
+        return (Axis("nb", w.shape[0], tile=block_n, parallel=True),)
+
+    def golden(self, ins, p, dims, types):
+        acc = (ins["a"].double() @ ins["w"].double().T).float()  # exact: |acc| < 2**53
+        y = acc * ins["a_scale"].float()[:, None] * ins["w_scale"].float()[None, :]
+        return {"y": y.to(torch_dtype(p.out_dtype))}
+
+    def flops(self, ins, outs, p):
+        t, k = ins["a"].numel_shape
+        return 2 * t * k * ins["w"].numel_shape[0]
+
+    def triton(self, c):
+        t, k_dim, n_dim = c.dim("a", 0), c.dim("a", 1), c.dim("w", 0)
+        rows = c.const("ROWS", dot_rows(c.type("a").shape[0].value), f"{t} rows padded for tl.dot")
+        _, block_k = tiles(c.p, c.type("w").shape[0], c.type("a").shape[1], *DEFAULT_TILES)
+        bk = c.const("BLOCK_K", block_k, "reduction depth per step")
+        bn = c.tile("nb")
+        return [
+            f"r = tl.arange(0, {rows})",
+            f"n = nb * {bn} + tl.arange(0, {bn})",
+            f"live = r < {t}",
+            f"acc = tl.zeros([{rows}, {bn}], tl.int32)",
+            f"for k0 in range(0, {k_dim}, {bk}):",
+            f"    k = k0 + tl.arange(0, {bk})",
+            f"    a = tl.load({c.src('a')} + r[:, None] * {k_dim} + k[None, :], mask=live[:, None], other=0)",
+            f"    w = tl.load({c.src('w')} + n[:, None] * {k_dim} + k[None, :])",
+            "    acc += tl.dot(a, tl.trans(w), out_dtype=tl.int32)",
+            f"a_scale = tl.load({c.src('a_scale')} + r, mask=live, other=0.0)",
+            f"w_scale = tl.load({c.src('w_scale')} + n)",
+            "y = acc.to(tl.float32) * a_scale[:, None] * w_scale[None, :]",
+            f"tl.store({c.dst('y')} + r[:, None] * {n_dim} + n[None, :], {c.cast_for('y', 'y')}, mask=live[:, None])",
+        ]
+
+
+OP = MatmulW8A8()

@@ -1,0 +1,61 @@
+"""quant_rowwise_int8: dynamic per-row A8 quantization.
+
+`amax[t] = max(floor, max_j |x[t, j]|)`, `sq = 127 / amax`, `q = int8(round_half_even(x * sq))`,
+and the dequant scale `sdq = 1 / sq` for the W8A8 projection that follows.
+"""
+from __future__ import annotations
+
+from pydantic import Field
+
+from builder.spec import DType
+from builder.stage_api import Axis, Op, Params, StageError, TensorType, expect
+
+
+class QuantParams(Params):
+    amax_floor: float = Field(1e-4, gt=0, description="lower bound of a row's amax (all-zero rows)")
+
+
+class QuantRowwiseInt8(Op):
+    name = "quant_rowwise_int8"
+    summary = "per-row dynamic int8 quantization (round half to even)"
+    inputs = {"x": "[T, N] activations"}
+    outputs = {"q": "[T, N] int8 quantized activations", "dequant": "[T] fp32 per-row dequant scale (1 / sq)"}
+    Params = QuantParams
+
+    def infer(self, ins, p, dims):
+        x = ins["x"]
+        expect("x", x, rank=2)
+        n = x.shape[1].value
+        if n & (n - 1):
+            raise StageError("shape-mismatch", f"input `x` rows are {x.shape[1].text} = {n} wide; one program "
+                                               "quantizes a whole row, so the width must be a power of two", "x")
+        return {"q": TensorType(x.shape, DType.int8), "dequant": TensorType(x.shape[:1], DType.fp32)}
+
+    def domain(self, ins, p, dims):
+        return (Axis("t", ins["x"].shape[0], parallel=True),)
+
+    def golden(self, ins, p, dims, types):
+        import torch
+
+        x = ins["x"].float()
+        amax = x.abs().amax(dim=-1).clamp_min(p.amax_floor)
+        sq = 127.0 / amax
+        return {"q": torch.round(x * sq[:, None]).to(torch.int8), "dequant": 1.0 / sq}
+
+    def flops(self, ins, outs, p):
+        t, n = ins["x"].numel_shape
+        return 3 * t * n
+
+    def triton(self, c):
+        n = c.dim("x", 1)
+        floor = c.const("AMAX_FLOOR", c.p.amax_floor, "lower bound of a row's amax")
+        return [
+            f"j = tl.arange(0, {n})",
+            f"x = tl.load({c.src('x')} + t * {n} + j).to(tl.float32)",
+            f"sq = 127.0 / tl.maximum(tl.max(tl.abs(x), axis=0), {floor})",
+            f"tl.store({c.dst('q')} + t * {n} + j, {c.helper('round_half_even')}(x * sq).to(tl.int8))",
+            f"tl.store({c.dst('dequant')} + t, 1.0 / sq)",
+        ]
+
+
+OP = QuantRowwiseInt8()
