@@ -42,6 +42,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic input fixtures (default 0)")
     p.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
     p.add_argument("--graph", action="store_true", help="render the stage graphs and loop blocks instead")
+    from .render import FORMATS as GRAPH_FORMATS
+
+    g = p.add_argument_group("--graph options")
+    g.add_argument("--format", choices=GRAPH_FORMATS, help="graph format (default: text, or from the -o extension: "
+                                                          ".txt .dot .mmd .svg .png .json)")
+    g.add_argument("-o", "--output", action="append", metavar="FILE",
+                   help="write the graph to FILE (atomically, only when it changed; repeatable)")
+    g.add_argument("--against", metavar="OTHER", help="diff against another YAML file, or a git revision of "
+                                                     "this one (`HEAD~1`, `HEAD~1:kernels.yaml`)")
+    g.add_argument("--against-kernel", metavar="NAME", help="compare the one --kernel with kernel NAME of OTHER "
+                                                           "(default OTHER: the same file)")
     return p
 
 
@@ -74,7 +85,11 @@ def _select(lib, names):
 
 def run(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from . import load
+    graph_only = [flag for flag, v in (("--format", args.format), ("-o", args.output), ("--against", args.against),
+                                       ("--against-kernel", args.against_kernel)) if v is not None]
+    if graph_only and not args.graph:
+        parser().error(f"{graph_only[0]} needs --graph")
+    from . import load, sol
 
     try:
         lib = load(args.file)
@@ -96,10 +111,9 @@ def run(argv: list[str] | None = None) -> int:
         print(w.render(), file=sys.stderr)
 
     if args.graph:
-        from .render import render
+        from .render.command import run as graph
 
-        print(render([k.typed(args.sizes) for k in kernels], "text"), end="")
-        return 0
+        return graph(args, lib, kernels)
 
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     results, failed = [], False
@@ -107,8 +121,9 @@ def run(argv: list[str] | None = None) -> int:
         tg, sched = k.typed(args.sizes)
         entry = {"kernel": k.name, "line": k.spec.loc.line, "sizes": tg.dims.size_set,
                  "stages": len(tg.stages), "loop_blocks": [b.name for b in sched.blocks], "backends": {}}
+        entry["speed_of_light"] = sol.report(tg, sched)
         lines = [f"{k.name} ({k.spec.loc.file}:{k.spec.loc.line}), sizes {tg.dims.size_set}: "
-                 f"{len(tg.stages)} stages in {len(sched.blocks)} loop blocks"]
+                 f"{len(tg.stages)} stages in {len(sched.blocks)} loop blocks", sol.summary(tg, sched)]
         for backend in backends:
             code = k.emit(backend, args.sizes)
             info: dict = {"status": "emitted"}

@@ -1,0 +1,123 @@
+"""`build --graph`: pick kernels and the format, optionally diff against another YAML file or git revision,
+render, and print or write the result. Returns the exit status (0 ok, 2 spec or usage error).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+from ..diagnostics import SpecError
+from . import FORMATS, RenderError, format_for, models, render_models, write_if_changed
+
+
+class GraphUsageError(Exception):
+    pass
+
+
+def run(args, lib, kernels) -> int:
+    """`args`: the parsed `build` arguments; `lib`/`kernels`: the loaded library and the selected kernels."""
+    try:
+        targets = _targets(args)
+        if args.against is not None or args.against_kernel is not None:
+            views, against = _paired(args, lib, kernels)
+        else:
+            views, against = [k.typed(args.sizes) for k in kernels], None
+        kernel_models = models(views, against)
+        rendered: dict[str, object] = {}
+        for _, fmt in targets:  # render everything before writing anything
+            if fmt not in rendered:
+                rendered[fmt] = render_models(kernel_models, fmt)
+    except SpecError as exc:
+        for d in exc.diagnostics:
+            print(d.render(), file=sys.stderr)
+        n = len(exc.diagnostics)
+        print(f"{getattr(exc, 'file', args.against)}: {n} error{'s' * (n != 1)}; nothing was written", file=sys.stderr)
+        return 2
+    except (GraphUsageError, RenderError) as exc:
+        print(f"build: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:  # a size set the other side lacks
+        print(f"build: error: {exc.args[0]}", file=sys.stderr)
+        return 2
+
+    for path, fmt in targets:
+        data = rendered[fmt]
+        if path is None:
+            if isinstance(data, bytes):
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+            else:
+                print(data, end="")
+        else:
+            changed = write_if_changed(path, data)
+            print(f"{'wrote' if changed else 'unchanged'} {path}")
+    return 0
+
+
+def _targets(args) -> list[tuple[Optional[str], str]]:
+    if not args.output:
+        fmt = args.format or ("json" if args.json else "text")
+        if fmt == "png" and sys.stdout.isatty():
+            raise GraphUsageError("png output is binary; write it to a file with -o FILE.png")
+        return [(None, fmt)]
+    targets = []
+    for path in args.output:
+        fmt = args.format or format_for(path)
+        if fmt is None:
+            raise GraphUsageError(f"cannot tell the format of `{path}` from its extension; add --format "
+                                  f"({', '.join(FORMATS)}) or use .txt, .dot, .mmd, .svg, .png or .json")
+        targets.append((path, fmt))
+    return targets
+
+
+def _paired(args, lib, kernels):
+    other = load_other(args.against if args.against is not None else args.file, args.file)
+    if args.against_kernel is not None:
+        if len(kernels) != 1:
+            raise GraphUsageError("--against-kernel compares one kernel: name it with exactly one --kernel")
+        if args.against_kernel not in other:
+            raise GraphUsageError(f"no kernel named {args.against_kernel} in {other.path}; "
+                                  f"it has {', '.join(other)}")
+        pairs = [(kernels[0], other[args.against_kernel])]
+    else:
+        pairs = [(k, other[k.name] if k.name in other else None) for k in kernels]
+        if not args.kernel:  # kernels that only the other side has show as removed
+            pairs += [(None, other[name]) for name in other if name not in lib]
+    views = [k.typed(args.sizes) if k else None for k, _ in pairs]
+    against = [o.typed(args.sizes) if o else None for _, o in pairs]
+    return views, against
+
+
+def load_other(spec: str, file: str):
+    """The library to compare against: a YAML path, `REV:PATH` (git show), or a bare revision of `file`.
+
+    Raises SpecError (its `file` attribute names the source) when that YAML is invalid.
+    """
+    from .. import load
+
+    if Path(spec).is_file():
+        label, text = spec, None
+    else:
+        rel = os.path.relpath(file)
+        label = spec if ":" in spec else f"{spec}:{rel}"
+        text = _git_show(spec if ":" in spec else f"{spec}:./{rel}", spec)
+    try:
+        return load(label, text=text)
+    except SpecError as exc:
+        exc.file = label
+        raise
+
+
+def _git_show(git_spec: str, spec: str) -> str:
+    try:
+        proc = subprocess.run(["git", "show", git_spec], capture_output=True, text=True)
+    except OSError as exc:
+        raise GraphUsageError(f"--against {spec}: not a file, and git cannot run to read it as a revision "
+                              f"({exc.strerror})") from None
+    if proc.returncode != 0:
+        why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        raise GraphUsageError(f"--against {spec}: not a file, and `git show {git_spec}` failed: {why}")
+    return proc.stdout
