@@ -31,6 +31,32 @@ RULES = {
 }
 
 
+# Fallback hint of each rule, for diagnostics raised without a more specific one: every error a user
+# sees says what to do about it.
+DEFAULT_HINTS = {
+    "yaml-syntax": "check indentation and that every `key: value` pair has a space after the colon",
+    "duplicate-key": "keep one of the two keys",
+    "unknown-key": "check the spelling against the schema (builder/spec.py, or the op's params in stages/)",
+    "missing-key": "add the key",
+    "wrong-type": "check the value's type against the schema",
+    "unknown-op": "name one of the op modules in stages/",
+    "unknown-ref": "write a kernel input name or `stage_id.output_port`",
+    "unknown-kernel": "name a kernel defined under `kernels:`",
+    "cycle": "a stage may only read tensors produced before it",
+    "shape-mismatch": "make the producer's shape match what this stage needs, or wire another tensor",
+    "dtype-mismatch": "make the producer's dtype match what this stage needs, or insert a cast stage",
+    "layout-mismatch": "make the producer and this stage agree on `layout:`",
+    "output-not-produced": "name `stage_id.output_port` of a stage, or a kernel input",
+    "unused": "remove it, or wire it into a stage",
+    "undefined-dim": "define the dim under `dims:` or in every size set",
+    "circular-dim": "one of the dims must come from the size sets",
+    "bad-expr": "write plain arithmetic over dims and numbers: + - * / // % **, min(), max()",
+    "bad-value": "see the accepted range in the op's or schema's description",
+    "illegal-fuse": "fuse only adjacent stages with one iteration domain, or drop the `fuse:` group",
+}
+assert set(DEFAULT_HINTS) == set(RULES)
+
+
 @dataclass(frozen=True, order=True)
 class Location:
     file: str
@@ -78,10 +104,10 @@ class DiagnosticSink:
     items: list[Diagnostic] = field(default_factory=list)
 
     def error(self, rule: str, message: str, loc: Location, hint: str = "") -> None:
-        self.items.append(Diagnostic(rule, message, loc, hint))
+        self.items.append(Diagnostic(rule, message, loc, hint or DEFAULT_HINTS.get(rule, "")))
 
     def warn(self, rule: str, message: str, loc: Location, hint: str = "") -> None:
-        self.items.append(Diagnostic(rule, message, loc, hint, severity="warning"))
+        self.items.append(Diagnostic(rule, message, loc, hint or DEFAULT_HINTS.get(rule, ""), severity="warning"))
 
     @property
     def errors(self) -> list[Diagnostic]:

@@ -58,6 +58,34 @@ def _split_ref(ref: str) -> tuple[str, str | None]:
     return (stage, port) if port else (stage, None)
 
 
+class _DimError(Exception):
+    def __init__(self, error: expr.ExprError, path: tuple):
+        super().__init__(str(error))
+        self.error, self.path = error, path
+
+
+def _dim(dims: Dims, text: Any, path: tuple):
+    try:
+        d = dims.dim(text)
+    except expr.ExprError as e:
+        raise _DimError(e, path) from None
+    if not isinstance(d.value, int) or d.value < 0:
+        raise _DimError(expr.ExprError("bad-value", f"extent `{text}` = {d.value} is not a whole number >= 0"),
+                        path)
+    return d
+
+
+def _from_broken(ref: str, broken: set[str], spec: KernelSpec, ops: Mapping[str, Op]) -> bool:
+    """Whether `ref` names a broken kernel input, or a real output port of a broken stage."""
+    if ref in broken:
+        return True
+    sid, port = _split_ref(ref)
+    if sid not in broken or port is None or sid not in spec.stages:
+        return False
+    op = ops.get(spec.stages[sid].op)
+    return op is None or port in op.outputs
+
+
 def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: DiagnosticSink,
                 where: Where) -> TypedGraph | None:
     """Type-check `spec` at `size_set`; returns None when an error makes a typed graph impossible."""
@@ -67,12 +95,15 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
         return None
     g = nx.DiGraph()
     input_types: dict[str, TensorType] = {}
+    broken: set[str] = set()  # inputs and stages whose own error is reported: refs to them add no noise
     for name, t in spec.inputs.items():
         try:
-            shape = dims.shape(*t.shape)
-        except expr.ExprError as e:
-            sink.error(e.kind, f"input `{name}`: {e}", where(("inputs", name, "shape"), False),
-                       "define the dim under `dims:` or in every size set")
+            shape = tuple(_dim(dims, d, ("inputs", name, "shape", i)) for i, d in enumerate(t.shape))
+        except _DimError as e:
+            sink.error(e.error.kind, f"input `{name}`: {e.error}", where(e.path, False),
+                       "define the dim under `dims:` or in every size set" if e.error.kind == "undefined-dim"
+                       else "")
+            broken.add(name)
             continue
         input_types[name] = TensorType(shape, t.dtype, t.layout)
         g.add_node(f"input:{name}", kind="input", name=name)
@@ -84,12 +115,14 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
         if op is None:
             sink.error("unknown-op", f"stage `{sid}`: unknown op `{st.op}`", where(("stages", sid, "op"), False),
                        did_you_mean(st.op, ops) or f"known ops: {', '.join(sorted(ops))}")
+            broken.add(sid)
             continue
         try:
             params = op.Params.model_validate(st.params)
         except ValidationError as exc:
             report_validation(exc, sink, lambda p, key, sid=sid: where(("stages", sid, "params") + tuple(p), key),
                               op.Params)
+            broken.add(sid)
             continue
         parsed[sid] = (op, params)
         g.add_node(f"stage:{sid}", kind="stage", name=sid)
@@ -113,6 +146,8 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
                 g.add_edge(f"input:{ref}", f"stage:{sid}", ref=ref, port=port)
             elif ref in producers:
                 g.add_edge(f"stage:{producers[ref]}", f"stage:{sid}", ref=ref, port=port)
+            elif _from_broken(ref, broken, spec, ops):
+                continue  # the input or stage it names has its own error
             else:
                 sink.error("unknown-ref", f"stage `{sid}` input `{port}` reads `{ref}`, which no kernel input "
                                           f"or stage output provides", loc,
@@ -127,7 +162,7 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
             src = f"stage:{producers[ref]}" if ref in producers else f"input:{ref}"
             g.add_node(f"output:{name}", kind="output", name=name)
             g.add_edge(src, f"output:{name}", ref=ref, port=name)
-        else:
+        elif not _from_broken(ref, broken, spec, ops):
             sink.error("output-not-produced", f"output `{name}` is taken from `{ref}`, which nothing produces",
                        where(("outputs", name, "from"), False),
                        did_you_mean(ref, list(producers) + list(input_types)) or "name `stage_id.output_port`")
@@ -136,14 +171,21 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
         cycle = nx.find_cycle(g)
     except nx.NetworkXNoCycle:
         cycle = None
+    order = {sid: i for i, sid in enumerate(spec.stages)}
     if cycle:
-        path = [u.split(":", 1)[1] for u, _ in cycle] + [cycle[0][0].split(":", 1)[1]]
-        first = cycle[0][0].split(":", 1)[1]
-        sink.error("cycle", f"stages form a cycle: {' -> '.join(path)}", where(("stages", first), True),
+        # Report at the reference that reads "backwards" in file order: the one that closes the loop.
+        edges = [(u.split(":", 1)[1], v.split(":", 1)[1]) for u, v in cycle]
+        start = next((i for i, (u, v) in enumerate(edges) if order[v] <= order[u]), 0)
+        edges = edges[start:] + edges[:start]
+        producer, consumer = edges[0]
+        port = g.edges[f"stage:{producer}", f"stage:{consumer}"]["port"]
+        path = [v for _, v in edges] + [edges[0][1]]
+        sink.error("cycle", f"stages form a cycle: {' -> '.join(path)} (stage `{consumer}` input `{port}` reads "
+                            f"`{g.edges[f'stage:{producer}', f'stage:{consumer}']['ref']}`, produced later in the loop)",
+                   where(("stages", consumer, "in", port), False),
                    "a stage may only read tensors produced before it")
         return None
 
-    order = {sid: i for i, sid in enumerate(spec.stages)}
     topo = [n for n in nx.lexicographical_topological_sort(
         g, key=lambda n: (order.get(n.split(":", 1)[1], -1) if n.startswith("stage:") else -1, n))]
     stages: dict[str, Stage] = {}
@@ -171,6 +213,10 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
             continue
         except expr.ExprError as e:
             sink.error(e.kind, f"stage `{sid}`: {e}", where(("stages", sid, "params"), False))
+            continue
+        except ArithmeticError as e:  # e.g. a param of 0 that the op's shape rule divides by
+            sink.error("bad-value", f"stage `{sid}` ({op.name}): its params make the shape rule fail ({e})",
+                       where(("stages", sid, "params"), False), "check the params for zero or negative values")
             continue
         for port, t in outs.items():
             available[f"{sid}.{port}"] = t

@@ -116,7 +116,11 @@ def load(path: str | Path = "kernels.yaml", text: Optional[str] = None, ops: Opt
             text = Path(path).read_text()
         except OSError as exc:
             raise SpecError([Diagnostic("yaml-syntax", f"cannot read the file: {exc.strerror}",
-                                        Location(path, 1, 1))]) from None
+                                        Location(path, 1, 1), "check the path given to `--file`")]) from None
+        except UnicodeDecodeError as exc:
+            raise SpecError([Diagnostic("yaml-syntax", f"the file is not UTF-8 text: {exc.reason} at byte "
+                                                       f"{exc.start}", Location(path, 1, 1),
+                                        "save the file as UTF-8")]) from None
     src = parse(text, path)
     sink = DiagnosticSink()
     kernels = {}

@@ -6,13 +6,23 @@ Shapes, dims and params stay as written (expressions are evaluated by the graph 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from .diagnostics import Location
 
-DimExpr = Union[int, str]
+
+def _dim_expr(v: Any) -> Any:
+    """One error for a value that is neither an integer nor an expression (not one per union member)."""
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise PydanticCustomError("dim_type", "a dim must be an integer or an expression string such as "
+                                              "`D - ROPE`")
+    return v
+
+
+DimExpr = Annotated[Union[int, str], BeforeValidator(_dim_expr)]
 
 
 class Frozen(BaseModel):

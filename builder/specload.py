@@ -13,6 +13,16 @@ from .spec import FileSpec, KernelSpec
 from .yamlsource import Path, Source
 
 _RULE_OF_PYDANTIC = {"extra_forbidden": "unknown-key", "missing": "missing-key"}
+# right type, but outside the values the field accepts (ranges, enums such as `dtype:`, literals)
+_BAD_VALUE = {"value_error", "greater_than_equal", "less_than_equal", "greater_than", "less_than",
+              "enum", "literal_error", "too_short", "too_long"}
+_TYPE_HINTS = {"list_type": "write a list, e.g. `[T, H, D]`", "dict_type": "write a mapping, e.g. `{key: value}`",
+               "model_type": "write a mapping, e.g. `{key: value}`", "string_type": "write a string",
+               "int_type": "write an integer", "int_parsing": "write an integer",
+               "int_from_float": "write an integer", "float_type": "write a number",
+               "float_parsing": "write a number", "bool_type": "write `true` or `false`",
+               "bool_parsing": "write `true` or `false`",
+               "dim_type": "write an integer, or an expression over dims such as `H // O_GROUPS`"}
 
 
 def report_validation(exc: ValidationError, sink: DiagnosticSink, where, model: type[BaseModel]) -> None:
@@ -20,8 +30,7 @@ def report_validation(exc: ValidationError, sink: DiagnosticSink, where, model: 
     for err in exc.errors():
         path = tuple(p for p in err["loc"] if p != "__root__")
         kind = err["type"]
-        rule = _RULE_OF_PYDANTIC.get(kind, "bad-value" if kind in ("value_error", "greater_than_equal",
-                                                                   "less_than_equal", "greater_than") else "wrong-type")
+        rule = _RULE_OF_PYDANTIC.get(kind, "bad-value" if kind in _BAD_VALUE else "wrong-type")
         if rule == "unknown-key":
             known = _field_names(model, path[:-1])
             hint = did_you_mean(str(path[-1]), known) or (f"known keys: {', '.join(sorted(known))}" if known else "")
@@ -40,7 +49,22 @@ def _type_hint(err: dict) -> str:
     ctx = err.get("ctx") or {}
     if "expected" in ctx:
         return f"expected {ctx['expected']}"
-    return ""
+    bounds = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    for key, op in bounds.items():
+        if key in ctx:
+            return f"use a value {op} {ctx[key]}"
+    return _TYPE_HINTS.get(err["type"], "")
+
+
+def _strip_optional(tp: Any) -> Any:
+    import types
+    import typing
+
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _strip_optional(args[0])
+    return tp
 
 
 def _field_names(model: type[BaseModel], path: tuple) -> set[str]:
@@ -49,19 +73,16 @@ def _field_names(model: type[BaseModel], path: tuple) -> set[str]:
 
     current: Any = model
     for part in path:
-        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
-            args = typing.get_args(current)
-            current = args[-1] if args else None
-            if isinstance(part, int) or current is None:
-                continue
+        current = _strip_optional(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             f = {(fi.alias or n): fi for n, fi in current.model_fields.items()}.get(part)
             current = f.annotation if f else None
-        else:
+        else:  # a container: `part` is a dict key or list index, descend into the value type
             args = typing.get_args(current)
             current = args[-1] if args else None
-    while typing.get_args(current) and not (isinstance(current, type) and issubclass(current, BaseModel)):
-        current = typing.get_args(current)[-1]
+        if current is None:
+            return set()
+    current = _strip_optional(current)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return {fi.alias or n for n, fi in current.model_fields.items() if n != "loc"}
     return set()
@@ -124,6 +145,10 @@ def load_kernels(src: Source, sink: DiagnosticSink) -> list[KernelSpec]:
         parent_name = raw.get("extends") if isinstance(raw, dict) else None
         if not isinstance(raw, dict):
             result = None
+        elif parent_name is not None and not isinstance(parent_name, str):
+            sink.error("wrong-type", f"`extends:` takes one kernel name, not {type(parent_name).__name__}",
+                       src.where(path + ("extends",)), "write `extends: <kernel name>`")
+            result = None
         elif parent_name is None:
             origin: dict[Path, Path] = {}
             _origins(raw, (), path, origin)
@@ -166,6 +191,7 @@ def load_kernels(src: Source, sink: DiagnosticSink) -> list[KernelSpec]:
             base = m.origin.get(probe, path)
             return src.where(base + rel[len(probe):], key)
 
+        written_sets = list(data["sizes"]) if isinstance(data.get("sizes"), dict) else []
         ok = _resolve_size_refs(data, top.sizes, sink, where)
         data["loc"] = src.where(path, True)
         try:
@@ -173,6 +199,11 @@ def load_kernels(src: Source, sink: DiagnosticSink) -> list[KernelSpec]:
         except ValidationError as exc:
             report_validation(exc, sink, where, KernelSpec)
             continue
+        if spec.default_sizes not in written_sets:
+            sink.error("unknown-ref", f"`default_sizes: {spec.default_sizes}` names no size set of kernel "
+                                      f"`{name}`", where(("default_sizes",), False),
+                       did_you_mean(spec.default_sizes, written_sets) or f"its size sets: {', '.join(written_sets)}")
+            ok = False
         if ok:
             kernels.append((spec, where))
     return kernels
