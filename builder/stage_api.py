@@ -6,7 +6,7 @@ domain, torch golden, per-backend tile bodies and cost. Nothing here knows a par
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict
 
@@ -58,11 +58,13 @@ class TensorType:
         return n * DTYPE_BYTES[self.dtype]
 
 
+TORCH_NAMES = {DType.bf16: "bfloat16", DType.fp32: "float32", DType.int32: "int32", DType.int8: "int8"}
+
+
 def torch_dtype(dtype: DType):
     import torch
 
-    return {DType.bf16: torch.bfloat16, DType.fp32: torch.float32, DType.int32: torch.int32,
-            DType.int8: torch.int8}[dtype]
+    return getattr(torch, TORCH_NAMES[dtype])
 
 
 DTYPE_BYTES = {DType.bf16: 2, DType.fp32: 4, DType.int32: 4, DType.int8: 1}
@@ -169,10 +171,19 @@ class Op:
     def domain(self, ins: Mapping[str, TensorType], p: Any, dims: Dims) -> tuple[Axis, ...]:
         raise NotImplementedError
 
+    # Module-level torch function `golden_<op>(**input tensors, **golden_args) -> {output port: tensor}`.
+    # Self-contained (it imports torch itself, reads no globals), so a backend can copy its source
+    # next to the generated kernel: that copy and this golden can never drift apart.
+    golden_fn: ClassVar[Callable]
+
+    def golden_args(self, p: Any, dims: Dims, types: Mapping[str, TensorType]) -> dict[str, Any]:
+        """The golden's non-tensor arguments as Python literals (ints, floats, strings)."""
+        return {}
+
     def golden(self, ins: Mapping[str, "torch.Tensor"], p: Any, dims: Dims,
                types: Mapping[str, TensorType]) -> dict[str, "torch.Tensor"]:
         """Torch reference of this stage; `types` holds the inferred type of every port."""
-        raise NotImplementedError
+        return type(self).golden_fn(**ins, **self.golden_args(p, dims, types))
 
     # which peak rate of a device profile bounds this op's arithmetic
     flops_kind: ClassVar[str] = "bf16"

@@ -12,6 +12,29 @@ from builder.spec import DimExpr, DType
 from builder.stage_api import Axis, Op, Params, StageError, TensorType, expect
 
 
+def golden_gather_kv(indices, seqused, ori_kv, ori_block_table, cmp_kv, cmp_block_table, *, window):
+    """Gathered rows (zero where invalid) and their validity; -1 and out-of-range slots are skipped."""
+    import torch
+
+    idx, seq = indices.long(), seqused.long()[:, None]
+    win = seq.clamp(max=window)
+    cmp = (seq - win).clamp(min=0)
+    is_win = (idx >= 0) & (idx < win)
+    slot = idx - window
+    is_cmp = (idx >= window) & (slot < cmp)
+
+    def rows(pool, table, pos, ok):
+        block = pool.shape[1]
+        pos = torch.where(ok, pos, 0)
+        page = torch.gather(table.long(), 1, (pos // block).clamp(max=table.shape[1] - 1))
+        return pool[page, pos % block, 0]
+
+    kv = torch.where(is_win[..., None], rows(ori_kv, ori_block_table, idx, is_win),
+                     rows(cmp_kv, cmp_block_table, slot, is_cmp))
+    valid = is_win | is_cmp
+    return {"kv": torch.where(valid[..., None], kv, torch.zeros_like(kv)), "valid": valid.int()}
+
+
 class GatherParams(Params):
     window: DimExpr = Field(description="sliding-window length: slots below it index the window pool")
     block_j: int = Field(64, gt=0, description="index slots per program")
@@ -31,6 +54,7 @@ class GatherKV(Op):
     outputs = {"kv": "[T, TOPK, D] gathered key/value rows (zero where invalid)",
                "valid": "[T, TOPK] int32: 1 where the slot holds a real key"}
     Params = GatherParams
+    golden_fn = golden_gather_kv
 
     def infer(self, ins, p, dims):
         idx = ins["indices"]
@@ -56,27 +80,8 @@ class GatherKV(Op):
         t_dim, n_dim = ins["indices"].shape
         return (Axis("t", t_dim, parallel=True), Axis("jb", n_dim, tile=p.block_j, parallel=True))
 
-    def golden(self, ins, p, dims, types):
-        import torch
-
-        idx, seq = ins["indices"].long(), ins["seqused"].long()[:, None]
-        window = int(dims.value(p.window))
-        win = seq.clamp(max=window)
-        cmp = (seq - win).clamp(min=0)
-        is_win = (idx >= 0) & (idx < win)
-        slot = idx - window
-        is_cmp = (idx >= window) & (slot < cmp)
-
-        def rows(pool, table, pos, ok):
-            block = pool.shape[1]
-            pos = torch.where(ok, pos, 0)
-            page = torch.gather(table.long(), 1, (pos // block).clamp(max=table.shape[1] - 1))
-            return pool[page, pos % block, 0]
-
-        kv = torch.where(is_win[..., None], rows(ins["ori_kv"], ins["ori_block_table"], idx, is_win),
-                         rows(ins["cmp_kv"], ins["cmp_block_table"], slot, is_cmp))
-        valid = is_win | is_cmp
-        return {"kv": torch.where(valid[..., None], kv, torch.zeros_like(kv)), "valid": valid.int()}
+    def golden_args(self, p, dims, types):
+        return {"window": int(dims.value(p.window))}
 
     def min_bytes(self, ins, outs, p):
         """Only the gathered rows of the pools are read, not the whole pools."""

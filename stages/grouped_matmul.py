@@ -11,7 +11,17 @@ from pydantic import Field
 
 from builder import expr
 from builder.spec import DimExpr, DType
-from builder.stage_api import Axis, Op, Params, StageError, TensorType, expect, torch_dtype
+from builder.stage_api import TORCH_NAMES, Axis, Op, Params, StageError, TensorType, expect
+
+
+def golden_grouped_matmul(x, w, *, out_dtype):
+    """y[t, g * N + n] = sum_k x[g * T + t, k] * w[g, n, k], fp32 accumulation, then rounded."""
+    import torch
+
+    w = w.float()
+    groups, n, k = w.shape
+    y = torch.einsum("gtk,gnk->tgn", x.float().reshape(groups, -1, k), w)
+    return {"y": y.reshape(y.shape[0], groups * n).to(getattr(torch, out_dtype))}
 
 
 class GroupedParams(Params):
@@ -47,6 +57,7 @@ class GroupedMatmul(Op):
     inputs = {"x": "[groups * T, K] group-major rows", "w": "[groups, N, K] per-group weights"}
     outputs = {"y": "[T, groups * N] per-token concatenation of the group results"}
     Params = GroupedParams
+    golden_fn = golden_grouped_matmul
 
     def infer(self, ins, p, dims):
         x, w = ins["x"], ins["w"]
@@ -65,14 +76,8 @@ class GroupedMatmul(Op):
         block_n, _ = tiles(p, w.shape[1], w.shape[2], *DEFAULT_TILES)
         return (Axis("g", w.shape[0], parallel=True), Axis("nb", w.shape[1], tile=block_n, parallel=True))
 
-    def golden(self, ins, p, dims, types):
-        import torch
-
-        w = ins["w"].float()
-        groups, n, k = w.shape
-        x = ins["x"].float().reshape(groups, -1, k)
-        y = torch.einsum("gtk,gnk->tgn", x, w)
-        return {"y": y.reshape(y.shape[0], groups * n).to(torch_dtype(p.out_dtype))}
+    def golden_args(self, p, dims, types):
+        return {"out_dtype": TORCH_NAMES[p.out_dtype]}
 
     def flops(self, ins, outs, p):
         g, n, k = ins["w"].numel_shape

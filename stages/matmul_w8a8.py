@@ -10,8 +10,17 @@ from typing import Optional
 from pydantic import Field
 
 from builder.spec import DType
-from builder.stage_api import Axis, Op, Params, TensorType, expect, torch_dtype
+from builder.stage_api import TORCH_NAMES, Axis, Op, Params, TensorType, expect
 from stages.grouped_matmul import dot_rows, tiles
+
+
+def golden_matmul_w8a8(a, a_scale, w, w_scale, *, out_dtype):
+    """float(int8 a @ int8 w^T, exact) * row scale * channel scale, then rounded."""
+    import torch
+
+    acc = (a.double() @ w.double().T).float()  # exact: |acc| < 2**53
+    y = acc * a_scale.float()[:, None] * w_scale.float()[None, :]
+    return {"y": y.to(getattr(torch, out_dtype))}
 
 
 class W8A8Params(Params):
@@ -30,6 +39,7 @@ class MatmulW8A8(Op):
               "w": "[N, K] int8 weights", "w_scale": "[N] fp32 per-output-channel dequant scale"}
     outputs = {"y": "[T, N] dequantized result"}
     Params = W8A8Params
+    golden_fn = golden_matmul_w8a8
     flops_kind = "int8"
 
     def infer(self, ins, p, dims):
@@ -46,10 +56,8 @@ class MatmulW8A8(Op):
         block_n, _ = tiles(p, w.shape[0], w.shape[1], *DEFAULT_TILES)
         return (Axis("nb", w.shape[0], tile=block_n, parallel=True),)
 
-    def golden(self, ins, p, dims, types):
-        acc = (ins["a"].double() @ ins["w"].double().T).float()  # exact: |acc| < 2**53
-        y = acc * ins["a_scale"].float()[:, None] * ins["w_scale"].float()[None, :]
-        return {"y": y.to(torch_dtype(p.out_dtype))}
+    def golden_args(self, p, dims, types):
+        return {"out_dtype": TORCH_NAMES[p.out_dtype]}
 
     def flops(self, ins, outs, p):
         t, k = ins["a"].numel_shape

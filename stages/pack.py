@@ -12,6 +12,15 @@ from builder.stage_api import Op, Params, StageError, TensorType, expect
 from stages.rope_extract import head_domain
 
 
+def golden_pack(x, rope, *, groups):
+    """Each head's first D - R lanes of x then its R new lanes; heads group-major [G * T, H / G * D]."""
+    import torch
+
+    t, h, d = x.shape
+    heads = torch.cat([x[..., : d - rope.shape[-1]], rope], dim=-1)
+    return {"packed": heads.reshape(t, groups, h // groups * d).transpose(0, 1).reshape(groups * t, -1)}
+
+
 class PackParams(Params):
     groups: DimExpr = Field(description="output-projection groups (heads split evenly among them)")
     block_h: int = Field(16, ge=1, description="heads per program")
@@ -23,6 +32,7 @@ class Pack(Op):
     inputs = {"x": "[T, H, D] heads (their first D - R lanes are kept)", "rope": "[T, H, R] new rotary lanes"}
     outputs = {"packed": "[groups * T, (H / groups) * D] group-major heads"}
     Params = PackParams
+    golden_fn = golden_pack
     pointwise_inputs = frozenset({"x", "rope"})
 
     def infer(self, ins, p, dims):
@@ -43,14 +53,8 @@ class Pack(Op):
     def domain(self, ins, p, dims):
         return head_domain(ins["x"], p.block_h)
 
-    def golden(self, ins, p, dims, types):
-        import torch
-
-        x, rope = ins["x"], ins["rope"]
-        t, h, d = x.shape
-        groups = int(dims.value(p.groups))
-        heads = torch.cat([x[..., : d - rope.shape[-1]], rope], dim=-1)
-        return {"packed": heads.reshape(t, groups, h // groups * d).transpose(0, 1).reshape(groups * t, -1)}
+    def golden_args(self, p, dims, types):
+        return {"groups": int(dims.value(p.groups))}
 
     def triton(self, c):
         h, d, rope = c.dim("x", 1), c.dim("x", 2), c.dim("rope", 2)

@@ -11,6 +11,15 @@ from builder.spec import DType
 from builder.stage_api import Axis, Op, Params, StageError, TensorType, expect
 
 
+def golden_quant_rowwise_int8(x, *, amax_floor):
+    """int8(round_half_even(x * 127 / amax)) per row, and the dequant scale amax / 127 (as 1 / sq)."""
+    import torch
+
+    x = x.float()
+    sq = 127.0 / x.abs().amax(dim=-1).clamp_min(amax_floor)
+    return {"q": torch.round(x * sq[:, None]).to(torch.int8), "dequant": 1.0 / sq}
+
+
 class QuantParams(Params):
     amax_floor: float = Field(1e-4, gt=0, description="lower bound of a row's amax (all-zero rows)")
 
@@ -21,6 +30,7 @@ class QuantRowwiseInt8(Op):
     inputs = {"x": "[T, N] activations"}
     outputs = {"q": "[T, N] int8 quantized activations", "dequant": "[T] fp32 per-row dequant scale (1 / sq)"}
     Params = QuantParams
+    golden_fn = golden_quant_rowwise_int8
 
     def infer(self, ins, p, dims):
         x = ins["x"]
@@ -34,13 +44,8 @@ class QuantRowwiseInt8(Op):
     def domain(self, ins, p, dims):
         return (Axis("t", ins["x"].shape[0], parallel=True),)
 
-    def golden(self, ins, p, dims, types):
-        import torch
-
-        x = ins["x"].float()
-        amax = x.abs().amax(dim=-1).clamp_min(p.amax_floor)
-        sq = 127.0 / amax
-        return {"q": torch.round(x * sq[:, None]).to(torch.int8), "dequant": 1.0 / sq}
+    def golden_args(self, p, dims, types):
+        return {"amax_floor": p.amax_floor}
 
     def flops(self, ins, outs, p):
         t, n = ins["x"].numel_shape

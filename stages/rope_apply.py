@@ -11,13 +11,29 @@ from typing import Literal
 from pydantic import Field
 
 from builder.spec import DType
-from builder.stage_api import Op, Params, StageError, TensorType, expect, torch_dtype
+from builder.stage_api import TORCH_NAMES, Op, Params, StageError, TensorType, expect
 from stages.rope_extract import head_domain
 
 ROTATIONS = {  # (real', imaginary') in terms of re, im, c, s
     "inverse": ("re * c + im * s", "im * c - re * s"),
     "forward": ("re * c - im * s", "re * s + im * c"),
 }
+
+
+def golden_rope_apply(even, odd, cos, sin, *, direction, out_dtype):
+    """Rotate pairs by the token's angle (inverse: times conj(c + i s)); fp32, then rounded."""
+    import torch
+
+    half = even.shape[-1]
+    re, im = even.float(), odd.float()
+    c = cos.float()[:, None, :half]
+    s = sin.float()[:, None, :half]
+    if direction == "inverse":
+        new_re, new_im = re * c + im * s, im * c - re * s
+    else:
+        new_re, new_im = re * c - im * s, re * s + im * c
+    dtype = getattr(torch, out_dtype)
+    return {"even": new_re.to(dtype), "odd": new_im.to(dtype)}
 
 
 class ApplyParams(Params):
@@ -33,6 +49,7 @@ class RopeApply(Op):
               "cos": "[T, >= R/2] cos table (first R/2 columns read)", "sin": "[T, >= R/2] sin table"}
     outputs = {"even": "[T, H, R/2] rotated real parts", "odd": "[T, H, R/2] rotated imaginary parts"}
     Params = ApplyParams
+    golden_fn = golden_rope_apply
     pointwise_inputs = frozenset({"even", "odd", "cos", "sin"})
 
     def infer(self, ins, p, dims):
@@ -51,14 +68,8 @@ class RopeApply(Op):
     def domain(self, ins, p, dims):
         return head_domain(ins["even"], p.block_h)
 
-    def golden(self, ins, p, dims, types):
-        half = ins["even"].shape[-1]
-        re, im = ins["even"].float(), ins["odd"].float()
-        c = ins["cos"].float()[:, None, :half]
-        s = ins["sin"].float()[:, None, :half]
-        env = {"re": re, "im": im, "c": c, "s": s}
-        new_re, new_im = (eval(f, {}, env) for f in ROTATIONS[p.direction])  # fixed formulas above
-        return {"even": new_re.to(torch_dtype(p.out_dtype)), "odd": new_im.to(torch_dtype(p.out_dtype))}
+    def golden_args(self, p, dims, types):
+        return {"direction": p.direction, "out_dtype": TORCH_NAMES[p.out_dtype]}
 
     def flops(self, ins, outs, p):
         t, h, half = ins["even"].numel_shape

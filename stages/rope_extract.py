@@ -14,6 +14,16 @@ from builder.stage_api import Axis, Op, Params, StageError, TensorType, expect
 from stages import rope_layout
 
 
+def golden_rope_extract(x, *, rope, layout):
+    """(real, imaginary) halves of the last `rope` lanes: pairs (2k, 2k+1) or (k, rope/2 + k)."""
+    lanes = x[..., -rope:]
+    if layout == "interleave":
+        pairs = lanes.unflatten(-1, (-1, 2))
+        return {"even": pairs[..., 0].contiguous(), "odd": pairs[..., 1].contiguous()}
+    even, odd = lanes.chunk(2, dim=-1)
+    return {"even": even.contiguous(), "odd": odd.contiguous()}
+
+
 class ExtractParams(Params):
     rope: DimExpr = Field(description="rotary lanes at the end of each head")
     layout: Optional[Layout] = Field(None, description="layout this stage expects; default: the input's")
@@ -40,6 +50,7 @@ class RopeExtract(Op):
     inputs = {"x": "[T, H, D] heads whose last `rope` lanes are rotary"}
     outputs = {"even": "[T, H, rope/2] real parts", "odd": "[T, H, rope/2] imaginary parts"}
     Params = ExtractParams
+    golden_fn = golden_rope_extract
     pointwise_inputs = frozenset({"x"})
 
     def infer(self, ins, p, dims):
@@ -56,10 +67,8 @@ class RopeExtract(Op):
     def domain(self, ins, p, dims):
         return head_domain(ins["x"], p.block_h)
 
-    def golden(self, ins, p, dims, types):
-        rope = int(dims.value(p.rope))
-        even, odd = rope_layout.split(ins["x"][..., -rope:], types["even"].layout)
-        return {"even": even.contiguous(), "odd": odd.contiguous()}
+    def golden_args(self, p, dims, types):
+        return {"rope": int(dims.value(p.rope)), "layout": types["even"].layout.value}
 
     def triton(self, c):
         h, d = c.dim("x", 1), c.dim("x", 2)

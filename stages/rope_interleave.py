@@ -15,6 +15,15 @@ from stages import rope_layout
 from stages.rope_extract import head_domain
 
 
+def golden_rope_interleave(even, odd, *, layout):
+    """Rotary lanes from (real, imaginary) halves: stacked pairwise, or concatenated."""
+    import torch
+
+    if layout == "interleave":
+        return {"rope": torch.stack([even, odd], dim=-1).flatten(-2)}
+    return {"rope": torch.cat([even, odd], dim=-1)}
+
+
 class InterleaveParams(Params):
     rope: DimExpr = Field(description="rotary lanes written per head (twice the pairs)")
     layout: Optional[Layout] = Field(None, description="layout to write; default: the pairs' source layout")
@@ -27,6 +36,7 @@ class RopeInterleave(Op):
     inputs = {"even": "[T, H, R/2] real parts", "odd": "[T, H, R/2] imaginary parts"}
     outputs = {"rope": "[T, H, R] rotary lanes in `layout`"}
     Params = InterleaveParams
+    golden_fn = golden_rope_interleave
     pointwise_inputs = frozenset({"even", "odd"})
 
     def infer(self, ins, p, dims):
@@ -46,8 +56,8 @@ class RopeInterleave(Op):
     def domain(self, ins, p, dims):
         return head_domain(ins["even"], p.block_h)
 
-    def golden(self, ins, p, dims, types):
-        return {"rope": rope_layout.merge(ins["even"], ins["odd"], types["rope"].layout)}
+    def golden_args(self, p, dims, types):
+        return {"layout": types["rope"].layout.value}
 
     def triton(self, c):
         h, half, rope = c.dim("even", 1), c.dim("even", 2), c.dim("rope", 2)

@@ -11,7 +11,24 @@ from typing import Optional
 from pydantic import Field
 
 from builder.spec import DimExpr, DType
-from builder.stage_api import Axis, Op, Params, TensorType, expect, torch_dtype
+from builder.stage_api import TORCH_NAMES, Axis, Op, Params, TensorType, expect
+
+
+def golden_sparse_attention(q, kv, valid, sink, *, scale, out_dtype):
+    """Closed-form softmax over the valid keys with the sink in the denominator; fp32 math."""
+    import torch
+
+    q, kv = q.float(), kv.float()
+    valid = valid.bool()[:, None, :]
+    s = scale * torch.einsum("thd,tnd->thn", q, kv)
+    s = s.masked_fill(~valid, float("-inf"))
+    m = s.amax(dim=-1, keepdim=True)
+    m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    e = torch.exp(s - m_safe)
+    den = e.sum(-1, keepdim=True) + torch.exp(sink.float()[None, :, None] - m_safe)
+    o = torch.einsum("thn,tnd->thd", e / den, kv)
+    o = torch.where(valid.any(-1, keepdim=True), o, torch.zeros_like(o))
+    return {"o": o.to(getattr(torch, out_dtype))}
 
 
 class AttentionParams(Params):
@@ -28,6 +45,7 @@ class SparseAttention(Op):
               "valid": "[T, N] int32 key validity", "sink": "[H] fp32 per-head sink logit"}
     outputs = {"o": "[T, H, D] attention output"}
     Params = AttentionParams
+    golden_fn = golden_sparse_attention
 
     def infer(self, ins, p, dims):
         q, kv = ins["q"], ins["kv"]
@@ -46,20 +64,8 @@ class SparseAttention(Op):
         t, h, _ = ins["q"].shape
         return (Axis("t", t, parallel=True), Axis("hb", h, tile=p.block_h, parallel=True))
 
-    def golden(self, ins, p, dims, types):
-        import torch
-
-        q, kv = ins["q"].float(), ins["kv"].float()
-        valid = ins["valid"].bool()[:, None, :]
-        s = self.scale(types, p, dims)[1] * torch.einsum("thd,tnd->thn", q, kv)
-        s = s.masked_fill(~valid, float("-inf"))
-        m = s.amax(dim=-1, keepdim=True)
-        m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        e = torch.exp(s - m_safe)
-        den = e.sum(-1, keepdim=True) + torch.exp(ins["sink"].float()[None, :, None] - m_safe)
-        o = torch.einsum("thn,tnd->thd", e / den, kv)
-        o = torch.where(valid.any(-1, keepdim=True), o, torch.zeros_like(o))
-        return {"o": o.to(torch_dtype(p.out_dtype))}
+    def golden_args(self, p, dims, types):
+        return {"scale": self.scale(types, p, dims)[1], "out_dtype": TORCH_NAMES[p.out_dtype]}
 
     def flops(self, ins, outs, p):
         t, h, d = ins["q"].numel_shape

@@ -85,6 +85,38 @@ class Constants:
         return name
 
 
+class BodyCtx:
+    """What any backend offers a stage's tile body: names of its tensors, dims, tiles, constants.
+
+    Backends subclass it with their own pointer/view naming and casting helpers."""
+
+    def __init__(self, stage, block, tg, consts: Constants):
+        self.stage, self.block, self.tg = stage, block, tg
+        self.p, self.dims = stage.params, tg.dims
+        self._consts = consts
+
+    def type(self, port: str):
+        """Type of input `port`, else of output `port`."""
+        return self.stage.in_types.get(port) or self.stage.out_types[port]
+
+    def dim(self, port: str, axis: int) -> str:
+        return dim_code(self.type(port).shape[axis].text)
+
+    def expr(self, text) -> str:
+        return dim_code(self.dims.dim(text).text)
+
+    def tile(self, var_name: str) -> str:
+        """Constant holding the tile size of the block's domain axis `var_name`."""
+        return tile_name(self.block, next(a for a in self.block.domain if a.var == var_name))
+
+    def const(self, suffix: str, value, comment: str = "") -> str:
+        return self._consts.add(f"{self.stage.id.upper()}_{suffix}", value, comment)
+
+
+def tile_name(block, axis) -> str:
+    return f"{block.stages[0].id.upper()}_{axis.var.upper()}_TILE"
+
+
 def used_names(code: str) -> set[str]:
     return set(re.findall(r"\b[A-Za-z_]\w*\b", code))
 

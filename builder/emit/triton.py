@@ -10,7 +10,8 @@ from __future__ import annotations
 from ..graph import Stage, TypedGraph
 from ..schedule import LoopBlock, Schedule
 from ..spec import DType
-from .common import Constants, call, dim_code, dim_constants, docstring, header, indent, tuple_code, var
+from .common import (BodyCtx, Constants, call, dim_code, dim_constants, docstring, header, indent, tile_name,
+                     tuple_code, var)
 
 NAME = "triton"
 TL_DTYPE = {DType.bf16: "tl.bfloat16", DType.fp32: "tl.float32", DType.int32: "tl.int32", DType.int8: "tl.int8"}
@@ -42,17 +43,12 @@ def ptr(ref: str) -> str:
     return var(ref) + "_ptr"
 
 
-def tile_name(block: LoopBlock, axis) -> str:
-    return f"{block.stages[0].id.upper()}_{axis.var.upper()}_TILE"
-
-
-class TritonCtx:
-    """What a stage's tile body may ask of the backend while its code is generated."""
+class TritonCtx(BodyCtx):
+    """Triton specifics: pointer arguments, helper functions, casts with explicit rounding."""
 
     def __init__(self, stage: Stage, block: LoopBlock, tg: TypedGraph, consts: Constants, helpers: set[str]):
-        self.stage, self.block, self.tg = stage, block, tg
-        self.p, self.dims = stage.params, tg.dims
-        self._consts, self._helpers = consts, helpers
+        super().__init__(stage, block, tg, consts)
+        self._helpers = helpers
 
     def src(self, port: str) -> str:
         """Pointer argument of input `port`."""
@@ -61,23 +57,6 @@ class TritonCtx:
     def dst(self, port: str) -> str:
         """Pointer argument of output `port`."""
         return ptr(self.stage.ref(port))
-
-    def type(self, port: str):
-        """Type of input `port`, else of output `port`."""
-        return self.stage.in_types.get(port) or self.stage.out_types[port]
-
-    def dim(self, port: str, axis: int) -> str:
-        return dim_code(self.type(port).shape[axis].text)
-
-    def expr(self, text) -> str:
-        return dim_code(self.dims.dim(text).text)
-
-    def tile(self, var_name: str) -> str:
-        """Constant holding the tile size of the block's domain axis `var_name`."""
-        return tile_name(self.block, next(a for a in self.block.domain if a.var == var_name))
-
-    def const(self, suffix: str, value, comment: str = "") -> str:
-        return self._consts.add(f"{self.stage.id.upper()}_{suffix}", value, comment)
 
     def helper(self, name: str) -> str:
         self._helpers.add(name)
