@@ -200,6 +200,7 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
             continue  # an upstream error already explains this stage
         try:
             outs = op.infer(ins, params, dims)
+            op.domain(ins, params, dims)  # tile params are checked against the extents they tile
         except StageError as e:
             port = e.port
             if port is not None:
@@ -208,7 +209,8 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
                 msg = f"stage `{sid}` ({op.name}): {e} — `{ref}` comes from {src} as {ins[port].describe()}"
                 loc = where(("stages", sid, "in", port), False)
             else:
-                msg, loc = f"stage `{sid}` ({op.name}): {e}", where(("stages", sid, "params"), False)
+                msg = f"stage `{sid}` ({op.name}): {e}"
+                loc = where(("stages", sid, "params") + ((e.param,) if e.param else ()), False)
             sink.error(e.rule, msg, loc, e.hint)
             continue
         except expr.ExprError as e:

@@ -103,9 +103,10 @@ class Dims(Mapping[str, int]):
 class StageError(Exception):
     """A rule violation found by an op's `infer`; `port` names the input it concerns."""
 
-    def __init__(self, rule: str, message: str, port: Optional[str] = None, hint: str = ""):
+    def __init__(self, rule: str, message: str, port: Optional[str] = None, hint: str = "",
+                 param: Optional[str] = None):
         super().__init__(message)
-        self.rule, self.port, self.hint = rule, port, hint
+        self.rule, self.port, self.hint, self.param = rule, port, hint, param
 
 
 def expect(port: str, got: TensorType, *, rank: Optional[int] = None, dtype: Optional[DType] = None,
@@ -127,6 +128,13 @@ def expect(port: str, got: TensorType, *, rank: Optional[int] = None, dtype: Opt
         raise StageError("layout-mismatch", f"input `{port}` carries RoPE lanes in `{got.layout.value}` "
                                             f"layout, this stage is declared `{layout.value}`", port,
                          "make the producer and this stage agree on `layout:`")
+
+
+def check_tile(param: str, tile: int, extent: Dim) -> None:
+    """A tile parameter must divide the extent it tiles (every backend uses static, whole tiles)."""
+    if extent.value % tile:
+        raise StageError("bad-value", f"`{param}` = {tile} does not divide {extent.text} = {extent.value}",
+                         hint=f"pick a divisor of {extent.value}", param=param)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from builder.spec import DimExpr, DType
-from builder.stage_api import Axis, Op, Params, StageError, TensorType, expect
+from builder.stage_api import Axis, Op, Params, StageError, TensorType, check_tile, expect
 
 
 def golden_gather_kv(indices, seqused, ori_kv, ori_block_table, cmp_kv, cmp_block_table, *, window):
@@ -37,7 +37,7 @@ def golden_gather_kv(indices, seqused, ori_kv, ori_block_table, cmp_kv, cmp_bloc
 
 class GatherParams(Params):
     window: DimExpr = Field(description="sliding-window length: slots below it index the window pool")
-    block_j: int = Field(64, gt=0, description="index slots per program")
+    block_j: int = Field(32, gt=0, description="index slots per program")
 
 
 class GatherKV(Op):
@@ -68,6 +68,7 @@ class GatherKV(Op):
             if ins[pool].shape[2].value != 1:
                 raise StageError("shape-mismatch", f"input `{pool}` axis 2 must be 1 (one shared KV head)", pool)
             pools.append(ins[pool])
+        check_tile("block_j", p.block_j, n_dim)
         ori, cmp = pools
         expect("cmp_kv", cmp, dtype=ori.dtype, dims={1: ori.shape[1], 3: ori.shape[3]})
         if ori.layout and cmp.layout and ori.layout != cmp.layout:
@@ -117,6 +118,35 @@ class GatherKV(Op):
             " mask=in_row[:, None])",
             f"tl.store({c.dst('valid')} + t * {n} + j, (is_win | is_cmp).to(tl.int32), mask=in_row)",
         ]
+
+    def pypto(self, c):
+        n, d, block = c.dim("indices", 1), c.dim("ori_kv", 3), c.dim("ori_kv", 1)
+        window = c.const("WINDOW", int(c.dims.value(c.p.window)), str(c.p.window))
+        raw, slot, row, seq, win, cmp, page, src = (c.local(x) for x in
+                                                    ("raw", "slot", "row", "seq", "win", "cmp", "page", "src"))
+        kv, valid = c.dst("kv"), c.dst("valid")
+        pools = []
+        for part, pos, limit, pool, table in (("window", raw, win, "ori_kv", "ori_block_table"),
+                                              ("compressed", slot, cmp, "cmp_kv", "cmp_block_table")):
+            pools += [
+                f"if {pos} >= 0:  # a {part} key when 0 <= position < its count",
+                f"    if {pos} < {limit}:",
+                f"        {page} = pl.read({c.scalar_src(table)}, [t, {pos} // {block}])",
+                f"        {src} = pl.cast({page} * {block} + {pos} % {block}, pl.INDEX)",
+                f"        {kv}[{row} : {row} + 1, 0:{d}] = {c.src(pool)}[{src} : {src} + 1, 0:{d}]",
+                f"        {valid} = pl.write({valid}, [t, j], pl.const(1, pl.INT32))",
+            ]
+        return [
+            f"{seq} = pl.read({c.scalar_src('seqused')}, [t])",
+            f"{win} = pl.min({seq}, {window})",
+            f"{cmp} = pl.max({seq} - {win}, 0)",
+            f"for j in pl.range(jb * {c.tile('jb')}, (jb + 1) * {c.tile('jb')}):",
+            f"    {raw} = pl.read({c.scalar_src('indices')}, [t, j])",
+            f"    {slot} = {raw} - {window}",
+            f"    {row} = t * {n} + j",
+            f"    {kv}[{row} : {row} + 1, 0:{d}] = pl.full([1, {d}], dtype=pl.BF16, value=0.0)",
+            f"    {valid} = pl.write({valid}, [t, j], pl.const(0, pl.INT32))",
+        ] + ["    " + line for line in pools]
 
 
 OP = GatherKV()

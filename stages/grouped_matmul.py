@@ -38,7 +38,8 @@ def tiles(p, n, k, default_n: int, default_k: int) -> tuple[int, int]:
     for name, tile, dim, default in (("block_n", p.block_n, n, default_n), ("block_k", p.block_k, k, default_k)):
         tile = tile or min(dim.value, default)
         if dim.value % tile or tile & (tile - 1):
-            raise StageError("bad-value", f"`{name}` = {tile} must be a power of two dividing {dim.text} = {dim.value}")
+            raise StageError("bad-value", f"`{name}` = {tile} must be a power of two dividing {dim.text} = {dim.value}",
+                             param=name)
         chosen.append(tile)
     return tuple(chosen)
 
@@ -104,6 +105,22 @@ class GroupedMatmul(Op):
             f"y = {c.cast_for('y', 'acc')}",
             f"tl.store({c.dst('y')} + r[:, None] * {c.dim('y', 1)} + (g * {n_dim} + n)[None, :], y,"
             " mask=live[:, None])",
+        ]
+
+    def pypto(self, c):
+        k_dim, n_dim, t = c.dim("x", 1), c.dim("w", 1), c.dim("y", 0)
+        _, block_k = tiles(c.p, c.type("w").shape[1], c.type("x").shape[1], *DEFAULT_TILES)
+        bk = c.const("BLOCK_K", block_k, "reduction depth per step")
+        bn = c.tile("nb")
+        acc, n0 = c.local("acc"), c.local("n0")
+        x = lambda k0: f"{c.src('x')}[g * {t} : g * {t} + {t}, {k0} : {k0} + {bk}]"
+        w = lambda k0: f"{c.src('w')}[g * {n_dim} + {n0} : g * {n_dim} + {n0} + {bn}, {k0} : {k0} + {bk}]"
+        return [
+            f"{n0} = nb * {bn}",
+            f"{acc} = pl.matmul({x('0')}, {w('0')}, b_trans=True, out_dtype=pl.FP32)",
+            f"for k0 in pl.range({bk}, {k_dim}, {bk}):",
+            f"    {acc} = pl.matmul_acc({acc}, {x('k0')}, {w('k0')}, b_trans=True)",
+            f"{c.dst('y')}[0:{t}, g * {n_dim} + {n0} : g * {n_dim} + {n0} + {bn}] = {c.cast(acc, 'y')}",
         ]
 
 

@@ -46,7 +46,7 @@ class Pack(Op):
                                                f"the {d.value} of `x`", "rope")
         if h.value % groups.value:
             raise StageError("bad-value", f"`groups` = {groups.text} = {groups.value} does not divide "
-                                          f"{h.text} = {h.value} heads")
+                                          f"{h.text} = {h.value} heads", param="groups")
         shape = dims.shape(f"{groups.text} * {t.text}", f"{h.text} // {groups.text} * {d.text}")
         return {"packed": TensorType(shape, x.dtype, rope.layout)}
 
@@ -71,6 +71,24 @@ class Pack(Op):
             f"col = (h % {per_group}) * {d}",
             f"tl.store({c.dst('packed')} + (row * {per_group} * {d} + col)[:, None] + d[None, :],"
             " tl.where(nope[None, :], x, r))",
+        ]
+
+    def pypto(self, c):
+        t_dim, h, d, rope = c.dim("x", 0), c.dim("x", 1), c.dim("x", 2), c.dim("rope", 2)
+        bh = c.tile("hb")
+        per_group = f"({h} // {c.expr(c.p.groups)})"
+        head, row, col = c.local("head"), c.local("row"), c.local("col")
+        src_row = f"t * {h} + {head}"
+        nope = f"{d} - {rope}"
+        return [
+            f"for {c.local('i')} in pl.range({bh}):",
+            f"    {head} = hb * {bh} + {c.local('i')}",
+            f"    {row} = ({head} // {per_group}) * {t_dim} + t",
+            f"    {col} = ({head} % {per_group}) * {d}",
+            f"    {c.dst('packed')}[{row} : {row} + 1, {col} : {col} + {nope}] = "
+            f"{c.src('x')}[{src_row} : {src_row} + 1, 0 : {nope}]",
+            f"    {c.dst('packed')}[{row} : {row} + 1, {col} + {nope} : {col} + {d}] = "
+            f"{c.src('rope')}[{src_row} : {src_row} + 1, 0:{rope}]",
         ]
 
 

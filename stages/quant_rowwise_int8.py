@@ -62,5 +62,19 @@ class QuantRowwiseInt8(Op):
             f"tl.store({c.dst('dequant')} + t, 1.0 / sq)",
         ]
 
+    def pypto(self, c):
+        n = c.dim("x", 1)
+        floor = c.const("AMAX_FLOOR", c.p.amax_floor, "lower bound of a row's amax")
+        x, amax, sq, q = (c.local(v) for v in ("x", "amax", "sq", "q"))
+        return [
+            f"{x} = pl.cast({c.src('x')}[t : t + 1, 0:{n}], target_type=pl.FP32)",
+            f"{amax} = pl.maximum(pl.row_max(pl.abs({x})), pl.full([1, 1], dtype=pl.FP32, value={floor}))",
+            f"{sq} = pl.div(pl.full([1, 1], dtype=pl.FP32, value=127.0), {amax})",
+            f"{q} = pl.cast(pl.row_expand_mul({x}, {sq}), target_type=pl.INT32, mode=\"rint\")  # half to even",
+            f"{q} = pl.cast(pl.cast({q}, target_type=pl.FP16, mode=\"round\"), target_type=pl.INT8, mode=\"trunc\")",
+            f"{c.dst('q')}[t : t + 1, 0:{n}] = {q}",
+            f"{c.dst('dequant')}[0:1, t : t + 1] = pl.recip({sq})",
+        ]
+
 
 OP = QuantRowwiseInt8()

@@ -14,9 +14,9 @@ from builder.spec import DType
 from builder.stage_api import TORCH_NAMES, Op, Params, StageError, TensorType, expect
 from stages.rope_extract import head_domain
 
-ROTATIONS = {  # (real', imaginary') in terms of re, im, c, s
-    "inverse": ("re * c + im * s", "im * c - re * s"),
-    "forward": ("re * c - im * s", "re * s + im * c"),
+ROTATIONS = {  # (real', imaginary'), each `a * b op c * d` over re, im and the cos/sin rows c, s
+    "inverse": (("re", "c", "+", "im", "s"), ("im", "c", "-", "re", "s")),
+    "forward": (("re", "c", "-", "im", "s"), ("re", "s", "+", "im", "c")),
 }
 
 
@@ -77,7 +77,7 @@ class RopeApply(Op):
 
     def triton(self, c):
         h, half, cols = c.dim("even", 1), c.dim("even", 2), c.dim("cos", 1)
-        new_re, new_im = ROTATIONS[c.p.direction]
+        new_re, new_im = (f"{a} * {b} {op} {x} * {y}" for a, b, op, x, y in ROTATIONS[c.p.direction])
         return [
             f"h = hb * {c.tile('hb')} + tl.arange(0, {c.tile('hb')})",
             f"k = tl.arange(0, {half})",
@@ -89,6 +89,21 @@ class RopeApply(Op):
             f"tl.store({c.dst('even')} + pair, {c.cast_for('even', new_re)})",
             f"tl.store({c.dst('odd')} + pair, {c.cast_for('odd', new_im)})",
         ]
+
+    def pypto(self, c):
+        h, half = c.dim("even", 1), c.dim("even", 2)
+        bh = c.tile("hb")
+        row = f"t * {h} + hb * {bh}"
+        names = {v: c.local(v) for v in ("re", "im", "c", "s")}
+        lines = [f"{names['re']} = pl.cast({c.src('even')}[{row} : {row} + {bh}, 0:{half}], target_type=pl.FP32)",
+                 f"{names['im']} = pl.cast({c.src('odd')}[{row} : {row} + {bh}, 0:{half}], target_type=pl.FP32)",
+                 f"{names['c']} = pl.cast({c.src('cos')}[t : t + 1, 0:{half}], target_type=pl.FP32)",
+                 f"{names['s']} = pl.cast({c.src('sin')}[t : t + 1, 0:{half}], target_type=pl.FP32)"]
+        for port, (a, b, op, x, y) in zip(("even", "odd"), ROTATIONS[c.p.direction]):
+            value = (f"pl.{'add' if op == '+' else 'sub'}(pl.col_expand_mul({names[a]}, {names[b]}), "
+                     f"pl.col_expand_mul({names[x]}, {names[y]}))")
+            lines.append(f"{c.dst(port)}[{row} : {row} + {bh}, 0:{half}] = {c.cast(value, port)}")
+        return lines
 
 
 OP = RopeApply()

@@ -9,8 +9,8 @@ from typing import Optional
 
 from pydantic import Field
 
-from builder.spec import DimExpr, Layout
-from builder.stage_api import Axis, Op, Params, StageError, TensorType, expect
+from builder.spec import DimExpr, DType, Layout
+from builder.stage_api import Axis, Op, Params, StageError, TensorType, check_tile, expect
 from stages import rope_layout
 
 
@@ -32,6 +32,7 @@ class ExtractParams(Params):
 
 def head_domain(x: TensorType, block_h: int) -> tuple[Axis, ...]:
     """(token, head-tile) domain shared by the per-head RoPE and packing stages, so they can fuse."""
+    check_tile("block_h", block_h, x.shape[1])
     return (Axis("t", x.shape[0], parallel=True), Axis("hb", x.shape[1], tile=block_h, parallel=True))
 
 
@@ -60,7 +61,7 @@ class RopeExtract(Op):
         rope = dims.dim(p.rope)
         if rope.value % 2 or rope.value > x.shape[2].value:
             raise StageError("bad-value", f"`rope` = {rope.text} = {rope.value} must be even and at most "
-                                          f"{x.shape[2].text} = {x.shape[2].value}")
+                                          f"{x.shape[2].text} = {x.shape[2].value}", param="rope")
         half = TensorType((x.shape[0], x.shape[1], dims.dim(f"{rope.text} // 2")), x.dtype, layout)
         return {"even": half, "odd": half}
 
@@ -83,6 +84,32 @@ class RopeExtract(Op):
             f"tl.store({c.dst('even')} + pair, tl.load({c.src('x')} + row + {re}))",
             f"tl.store({c.dst('odd')} + pair, tl.load({c.src('x')} + row + {im}))",
         ]
+
+    def pypto(self, c):
+        h, d, half = c.dim("x", 1), c.dim("x", 2), c.dim("even", 2)
+        bh = c.tile("hb")
+        layout = c.stage.out_types["even"].layout
+        row = f"t * {h} + hb * {bh}"
+        rotary = c.local("rotary")
+        lines = [f"{rotary} = {c.src('x')}[{row} : {row} + {bh}, {d} - {c.expr(c.p.rope)} : {d}]"]
+        if rope_layout.is_contiguous(layout):
+            for port, lanes in zip(("even", "odd"), rope_layout.LANES[layout]):
+                first = rope_layout.offset_code(lanes, half)
+                lines.append(f"{c.dst(port)}[{row} : {row} + {bh}, 0:{half}] = "
+                             f"{rotary}[:, {first} : {first} + {half}]")
+            return lines
+        k = c.local("k")
+        setup = [f"{k} = pl.cast(pl.arange(0, [1, {half}], dtype=pl.INT32), target_type=pl.FP32)",
+                 f"{k} = pl.col_expand_add(pl.full([{bh}, {half}], dtype=pl.FP32, value=0.0), {k})"]
+        buffers = []
+        for port, lanes in zip(("even", "odd"), rope_layout.LANES[layout]):
+            index = c.local(f"{port}_lanes")
+            buffers.append((index, [bh, half], DType.int32))
+            setup.append(f"{index}[:, :] = pl.cast({rope_layout.pl_gather_lanes(lanes, k, half)}, "
+                         f"target_type=pl.INT32, mode=\"rint\")")
+            lines.append(f"{c.dst(port)}[{row} : {row} + {bh}, 0:{half}] = pl.gather({rotary}, dim=-1, index={index})")
+        c.setup(buffers, setup)
+        return lines
 
 
 OP = RopeExtract()

@@ -9,7 +9,7 @@ from typing import Optional
 
 from pydantic import Field
 
-from builder.spec import DimExpr, Layout
+from builder.spec import DimExpr, DType, Layout
 from builder.stage_api import Op, Params, StageError, TensorType, expect
 from stages import rope_layout
 from stages.rope_extract import head_domain
@@ -70,6 +70,29 @@ class RopeInterleave(Op):
             f"tl.store({c.dst('rope')} + lanes + {re}, tl.load({c.src('even')} + pair))",
             f"tl.store({c.dst('rope')} + lanes + {im}, tl.load({c.src('odd')} + pair))",
         ]
+
+    def pypto(self, c):
+        h, half, rope = c.dim("even", 1), c.dim("even", 2), c.dim("rope", 2)
+        bh = c.tile("hb")
+        layout = c.stage.out_types["rope"].layout
+        row = f"t * {h} + hb * {bh}"
+        parts = {port: f"{c.src(port)}[{row} : {row} + {bh}, 0:{half}]" for port in ("even", "odd")}
+        if rope_layout.is_contiguous(layout):
+            lines = []
+            for port, lanes in zip(("even", "odd"), rope_layout.LANES[layout]):
+                first = rope_layout.offset_code(lanes, half)
+                lines.append(f"{c.dst('rope')}[{row} : {row} + {bh}, {first} : {first} + {half}] = {parts[port]}")
+            return lines
+        lane, index = c.local("lane"), c.local("lanes")
+        setup = [f"{lane} = pl.cast(pl.arange(0, [1, {rope}], dtype=pl.INT32), target_type=pl.FP32)",
+                 f"{lane} = pl.col_expand_add(pl.full([{bh}, {rope}], dtype=pl.FP32, value=0.0), {lane})"]
+        source = c.local("lane_src")
+        setup += rope_layout.pl_source_lanes(layout, lane, half, c.local("pair"), source)
+        setup.append(f"{index}[:, :] = pl.cast({source}, target_type=pl.INT32, mode=\"rint\")")
+        c.setup([(index, [bh, rope], DType.int32)], setup)
+        pairs = c.local("pairs")
+        return [f"{pairs} = pl.concat({parts['even']}, {parts['odd']})",
+                f"{c.dst('rope')}[{row} : {row} + {bh}, 0:{rope}] = pl.gather({pairs}, dim=-1, index={index})"]
 
 
 OP = RopeInterleave()

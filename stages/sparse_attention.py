@@ -11,7 +11,7 @@ from typing import Optional
 from pydantic import Field
 
 from builder.spec import DimExpr, DType
-from builder.stage_api import TORCH_NAMES, Axis, Op, Params, TensorType, expect
+from builder.stage_api import TORCH_NAMES, Axis, Op, Params, TensorType, check_tile, expect
 
 
 def golden_sparse_attention(q, kv, valid, sink, *, scale, out_dtype):
@@ -33,7 +33,7 @@ def golden_sparse_attention(q, kv, valid, sink, *, scale, out_dtype):
 
 class AttentionParams(Params):
     scale: Optional[DimExpr] = Field(None, description="softmax scale; default `D ** -0.5`")
-    block_n: int = Field(64, ge=16, description="keys per online-softmax step")
+    block_n: int = Field(32, ge=16, description="keys per online-softmax step")
     block_h: int = Field(16, ge=1, description="query heads per program")
     out_dtype: DType = DType.bf16
 
@@ -53,6 +53,8 @@ class SparseAttention(Op):
         expect("kv", kv, rank=3, dims={0: q.shape[0], 2: q.shape[2]}, layout=q.layout)
         expect("valid", ins["valid"], rank=2, dtype=DType.int32, dims={0: kv.shape[0], 1: kv.shape[1]})
         expect("sink", ins["sink"], rank=1, dtype=DType.fp32, dims={0: q.shape[1]})
+        check_tile("block_n", p.block_n, kv.shape[1])
+        check_tile("block_h", p.block_h, q.shape[1])
         return {"o": TensorType(q.shape, p.out_dtype, q.layout or kv.layout)}
 
     def scale(self, types, p, dims) -> tuple[str, float]:
@@ -101,6 +103,38 @@ class SparseAttention(Op):
             f"sink = tl.load({c.src('sink')} + h)",
             "o = acc / (l + tl.exp(sink - m))[:, None]",
             f"tl.store({c.dst('o')} + (t * {h} + h)[:, None] * {d} + d[None, :], {c.cast_for('o', 'o')})",
+        ]
+
+    def pypto(self, c):
+        h, d, keys = c.dim("q", 1), c.dim("q", 2), c.dim("kv", 1)
+        text, value = self.scale(c.stage.in_types, c.p, c.dims)
+        scale = c.const("SCALE", value, text)
+        bn = c.const("BLOCK_N", c.p.block_n, "keys per online-softmax step")
+        bh = c.tile("hb")
+        q, m, l, acc, kv, bias, s, m_new, p, alpha, sink, den = (c.local(x) for x in (
+            "q", "m", "l", "acc", "kv", "bias", "s", "m_new", "p", "alpha", "sink", "den"))
+        row = f"t * {h} + hb * {bh}"
+        return [
+            f"{q} = {c.src('q')}[{row} : {row} + {bh}, 0:{d}]",
+            f"{m} = pl.full([{bh}, 1], dtype=pl.FP32, value=-1.0e30)  # finite: a token with no valid key gives 0",
+            f"{l} = pl.full([{bh}, 1], dtype=pl.FP32, value=0.0)",
+            f"{acc} = pl.full([{bh}, {d}], dtype=pl.FP32, value=0.0)",
+            f"for n0 in pl.range(0, {keys}, {bn}):",
+            f"    {kv} = {c.src('kv')}[t * {keys} + n0 : t * {keys} + n0 + {bn}, 0:{d}]",
+            f"    {bias} = pl.cast({c.src('valid')}[t : t + 1, n0 : n0 + {bn}], target_type=pl.FP32)",
+            f"    {bias} = pl.mul(pl.sub({bias}, 1.0), 1.0e30)  # 0 for a valid key, -1e30 otherwise",
+            f"    {s} = pl.matmul({q}, {kv}, b_trans=True, out_dtype=pl.FP32)",
+            f"    {s} = pl.col_expand_add(pl.mul({s}, {scale}), {bias})",
+            f"    {m_new} = pl.maximum({m}, pl.row_max({s}))",
+            f"    {p} = pl.exp(pl.row_expand_sub({s}, {m_new}))",
+            f"    {alpha} = pl.exp(pl.sub({m}, {m_new}))",
+            f"    {l} = pl.add(pl.mul({l}, {alpha}), pl.row_sum({p}))",
+            f"    {acc} = pl.row_expand_mul({acc}, {alpha})",
+            f"    {acc} = pl.add({acc}, pl.matmul({p}, pl.cast({kv}, target_type=pl.FP32), out_dtype=pl.FP32))",
+            f"    {m} = {m_new}",
+            f"{sink} = pl.reshape({c.src('sink')}[0:1, hb * {bh} : hb * {bh} + {bh}], [{bh}, 1])",
+            f"{den} = pl.add({l}, pl.exp(pl.sub({sink}, {m})))",
+            f"{c.dst('o')}[{row} : {row} + {bh}, 0:{d}] = {c.cast(f'pl.row_expand_div({acc}, {den})', 'o')}",
         ]
 
 
