@@ -77,7 +77,7 @@ class Kernel:
     def run(self, inputs: Mapping, backend: str = "triton", sizes: Optional[str] = None) -> dict:
         from .runtime import run_emitted
 
-        return run_emitted(self.emit(backend, sizes), backend, self.name, inputs)
+        return run_emitted(self.emit(backend, sizes), backend, self.typed(sizes)[0], inputs)
 
     def verify(self, backend: str = "triton", sizes: Optional[str] = None, seed: int = 0, progress=None):
         from .verify import verify

@@ -1,4 +1,9 @@
-"""Execute an emitted module's text (never a stale file on disk), so checks cover the printer too."""
+"""Execute an emitted module's text (never a stale file on disk), so checks cover the printer too.
+
+Triton: the module is imported from memory and its `run()` launches the loop blocks (on the CPU
+through Triton's interpreter when no GPU is present). PyPTO: the program runs on `builder.plsim`,
+the torch-backed executor of the `pl` subset the backend emits.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -7,29 +12,49 @@ import os
 import types
 from typing import Mapping
 
+from .emit.common import var
+from .stage_api import torch_dtype
 
-def load_module(source: str, backend: str, kernel: str) -> types.ModuleType:
-    """Import generated source from memory; linecache lets Triton's JIT read the function source."""
+
+def _filename(source: str, backend: str, kernel: str) -> str:
     digest = hashlib.sha1(source.encode()).hexdigest()[:12]
     filename = f"<generated {kernel} {backend} {digest}>"
+    # linecache lets Triton's JIT (and tracebacks) read the source of functions defined in it
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    module = types.ModuleType(f"generated_{kernel}_{backend}_{digest}")
+    return filename
+
+
+def load_module(source: str, backend: str, kernel: str) -> types.ModuleType:
+    filename = _filename(source, backend, kernel)
+    module = types.ModuleType(f"generated_{kernel}_{backend}")
     module.__file__ = filename
     exec(compile(source, filename, "exec"), module.__dict__)
     return module
 
 
-def prepare_backend(backend: str) -> None:
+def prepare_triton() -> None:
     """Triton runs on the CPU through its interpreter when no GPU is present (must precede the import)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def run_emitted(source: str, backend: str, tg, inputs: Mapping) -> dict:
+    """Run generated code; returns kernel outputs by name and every stage output by `stage.port`."""
     if backend == "triton":
-        import torch
+        prepare_triton()
+        return load_module(source, backend, tg.spec.name).run(**inputs)
+    from . import plsim
 
-        if not torch.cuda.is_available():
-            os.environ.setdefault("TRITON_INTERPRET", "1")
-            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-
-def run_emitted(source: str, backend: str, kernel: str, inputs: Mapping) -> dict:
-    prepare_backend(backend)
-    module = load_module(source, backend, kernel)
-    return module.run(**inputs)
+    outputs = {name: ([d.value for d in tg.types[ref].shape], torch_dtype(tg.types[ref].dtype))
+               for name, ref in tg.outputs.items()}
+    found = plsim.run(source, _filename(source, backend, tg.spec.name), tg.spec.name, dict(inputs), outputs)
+    result = {name: found[name] for name in tg.outputs}
+    out_of = {ref: name for name, ref in tg.outputs.items()}
+    for st in tg.stages.values():
+        for port, t in st.out_types.items():
+            ref = st.ref(port)
+            result[ref] = found[out_of.get(ref, var(ref))].reshape(t.numel_shape)
+    return result

@@ -140,7 +140,7 @@ def verify(kernel, backend: str, sizes: str, seed: int = 0,
     golden = kernel.golden(inputs, sizes=sizes)
     say(f"emitting and running {backend} code ({len(sched.blocks)} loop blocks)")
     try:
-        result = run_emitted(kernel.emit(backend, sizes), backend, kernel.name, inputs)
+        result = run_emitted(kernel.emit(backend, sizes), backend, tg, inputs)
     except Exception as exc:  # the emitted code itself failed: report it, do not crash the build
         report.error = f"{type(exc).__name__}: {exc}"
         report.seconds = time.perf_counter() - start

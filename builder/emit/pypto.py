@@ -13,7 +13,6 @@ NPU tiles are 2-D.
 from __future__ import annotations
 
 import inspect
-import math
 
 from ..graph import Stage, TypedGraph
 from ..inits import recipe_call
@@ -37,25 +36,31 @@ def view_shape(t: TensorType) -> list[str]:
 
 
 class Names:
-    """The program's name for each tensor reference: parameter, output parameter or buffer."""
+    """The program's name for each tensor reference (parameter, output parameter or buffer) and for
+    its 2-D view; records which views the bodies used so that only those are defined."""
 
     def __init__(self, tg: TypedGraph):
         self.tg = tg
         self.out_of = {ref: name for name, ref in tg.outputs.items()}
+        self.used_views: dict[str, str] = {}  # ref -> view name, in first-use order
+        self.reserved = {self.base(r) for r in tg.types} | {f"{self.base(r)}_2d" for r in tg.types}
 
     def base(self, ref: str) -> str:
         return ref if ref in self.tg.inputs else self.out_of.get(ref) or var(ref)
 
-    def view(self, ref: str) -> str:
-        """Name of the 2-D view (the tensor itself when it already is 2-D or is a buffer we create)."""
-        t = self.tg.types[ref]
-        if self.needs_view(ref):
-            return f"{self.base(ref)}_2d"
-        return self.base(ref)
+    def is_buffer(self, ref: str) -> bool:
+        return ref not in self.tg.inputs and ref not in self.out_of
 
-    def needs_view(self, ref: str) -> bool:
-        is_buffer = ref not in self.tg.inputs and ref not in self.out_of
-        return len(self.tg.types[ref].shape) != 2 and not is_buffer
+    def view(self, ref: str) -> str:
+        """The 2-D view: buffers are created 2-D; parameters of another rank get a reshaped view."""
+        if self.is_buffer(ref) or len(self.tg.types[ref].shape) == 2:
+            return self.base(ref)
+        return self.used_views.setdefault(ref, f"{self.base(ref)}_2d")
+
+    def local(self, stage_id: str, name: str) -> str:
+        """A stage-local variable name that no tensor of the program uses."""
+        candidate = f"{stage_id}_{name}"
+        return candidate + "_tile" if candidate in self.reserved else candidate
 
 
 class PyptoCtx(BodyCtx):
@@ -78,7 +83,7 @@ class PyptoCtx(BodyCtx):
         return self._names.base(self.stage.inputs[port])
 
     def local(self, name: str) -> str:
-        return f"{self.stage.id}_{name}"
+        return self._names.local(self.stage.id, name)
 
     def setup(self, buffers: list[tuple[str, list[str], DType]], body: list[str]) -> None:
         """Tensors computed once before this block's loops, in their own `pl.at` scope."""
@@ -127,20 +132,17 @@ def _kernel(tg: TypedGraph, sched: Schedule, consts: Constants, names: Names) ->
                f"{PL_DTYPE[tg.types[r].dtype]}]]" for n, r in tg.outputs.items()]
     lines = ["@pl.jit", f"def {tg.spec.name}("] + [f"    {p}," for p in params] + ["):"]
     lines.append(f'    """{tg.spec.name}: {len(sched.blocks)} loop blocks; parameters as in the module docstring."""')
-    body: list[str] = []
-    for ref in list(tg.inputs) + list(tg.outputs.values()):
-        if names.needs_view(ref) and not body.count(f"{names.view(ref)} = "):
-            body.append(f"{names.view(ref)} = pl.reshape({names.base(ref)}, [{', '.join(view_shape(tg.types[ref]))}])")
+    blocks: list[str] = []
+    for b in sched.blocks:
+        blocks += [""] + _block(b, tg, consts, names)
+    body = [f"{view} = pl.reshape({names.base(ref)}, [{', '.join(view_shape(tg.types[ref]))}])"
+            for ref, view in names.used_views.items()]
     for b in sched.blocks:
         for ref in b.writes + b.scratch:
-            if ref in names.out_of:
-                continue
-            t = tg.types[ref]
-            body.append(f"{var(ref)} = pl.create_tensor([{', '.join(view_shape(t))}], dtype={PL_DTYPE[t.dtype]})")
-    for b in sched.blocks:
-        body += [""] + _block(b, tg, consts, names)
-    outs = ", ".join(tg.outputs)
-    return lines + indent(body, 4) + ["", f"    return {outs}"]
+            if names.is_buffer(ref):
+                t = tg.types[ref]
+                body.append(f"{var(ref)} = pl.create_tensor([{', '.join(view_shape(t))}], dtype={PL_DTYPE[t.dtype]})")
+    return lines + indent(body + blocks, 4) + ["", f"    return {', '.join(tg.outputs)}"]
 
 
 def _golden(tg: TypedGraph) -> list[str]:
@@ -149,7 +151,6 @@ def _golden(tg: TypedGraph) -> list[str]:
         src = inspect.getsource(type(st.op).golden_fn)
         if src not in fns:
             fns.append(src.rstrip())
-    names = Names(tg)
     lines = [f"def golden_{tg.spec.name}(tensors):",
              '    """Torch golden of the same stage graph: each stage\'s reference, in schedule order. Fills the',
              '    outputs of `tensors` in place."""']
@@ -159,7 +160,6 @@ def _golden(tg: TypedGraph) -> list[str]:
         lines += call(f"{_golden_var(st.id)} = {type(st.op).golden_fn.__name__}", args, indent=4)
     for name, ref in tg.outputs.items():
         lines.append(f'    tensors["{name}"][:] = {_value_of(ref, tg)}')
-    del names
     return ["\n\n\n".join(fns), "\n".join(lines)]
 
 
@@ -244,5 +244,3 @@ def emit(tg: TypedGraph, sched: Schedule, seed: int = 0) -> str:
             "\n".join(const_lines)]
     return "\n\n".join(head) + "\n\n\n" + "\n\n\n".join([kernel] + tail) + "\n"
 
-
-del math

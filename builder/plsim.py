@@ -1,0 +1,362 @@
+"""A torch-backed executor for the subset of PyPTO's `pl` language that the pypto backend emits.
+
+It runs the emitted file's text as Python, with `import pypto.language as pl` bound to this module's
+`PlLanguage`: tensors are torch tensors (a subclass that checks slice stores), orchestration loops
+and `pl.at` scopes are plain control flow, and each op follows its documented semantics (matmul
+accumulates in fp32, or int32 for int8; casts honour their rounding mode; row reductions keep a
+`[M, 1]` shape; no implicit dtype promotion). Anything outside the subset raises `Unsupported`;
+nothing is silently approximated. New buffers start as NaN (or a poison integer), so a region the
+program forgot to write shows up in the comparison.
+"""
+from __future__ import annotations
+
+import builtins
+import contextlib
+import sys
+import types
+from typing import Any
+
+import torch
+
+POISON_INT = -0x5A5A5A5
+
+
+class Unsupported(Exception):
+    """The program uses a construct the executor does not implement (it must never be guessed)."""
+
+
+class PlTensor(torch.Tensor):
+    """A torch tensor whose slice stores behave like `pl.assemble`: same dtype, same shape, no casts."""
+
+    def __setitem__(self, index, value):
+        target = torch.Tensor.__getitem__(self, index)
+        if not isinstance(value, torch.Tensor):
+            raise Unsupported(f"storing a {type(value).__name__} into a tensor slice; store a tile")
+        if value.dtype != target.dtype:
+            raise Unsupported(f"storing a {_name(value.dtype)} tile into a {_name(target.dtype)} tensor: "
+                              "`pl` never casts implicitly, add pl.cast")
+        if tuple(value.shape) != tuple(target.shape):
+            raise Unsupported(f"storing a tile of shape {list(value.shape)} into a slice of shape {list(target.shape)}")
+        torch.Tensor.__setitem__(self, index, value)
+
+
+def _pl(t: torch.Tensor) -> PlTensor:
+    return t if isinstance(t, PlTensor) else t.as_subclass(PlTensor)
+
+
+def _name(dtype) -> str:
+    return {v: k for k, v in DTYPES.items()}.get(dtype, str(dtype))
+
+
+DTYPES = {"BF16": torch.bfloat16, "FP16": torch.float16, "FP32": torch.float32, "INT8": torch.int8,
+          "INT32": torch.int32, "INDEX": torch.int64}
+MODES = ("none", "rint", "round", "floor", "ceil", "trunc", "odd")
+
+
+class _TypeMarker:
+    """`pl.Tensor[[shape], dtype]`, `pl.Out[...]`: annotations only."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __getitem__(self, item):
+        return (self.kind, item)
+
+
+class _Jit:
+    """`@pl.jit`: the function runs as plain Python; `pl.jit.inline` and friends are not emitted."""
+
+    def __call__(self, fn):
+        return fn
+
+    def __getattr__(self, name):
+        raise Unsupported(f"pl.jit.{name}")
+
+
+class PlLanguage(types.ModuleType):
+    """The `pl` namespace the emitted program sees."""
+
+    def __init__(self):
+        super().__init__("pypto.language")
+        self._depth = 0  # inside how many pl.at scopes
+        self.scopes: list[str] = []
+        for name, dtype in DTYPES.items():
+            setattr(self, name, dtype)
+        self.Tensor, self.Out, self.InOut = _TypeMarker("in"), _TypeMarker("out"), _TypeMarker("inout")
+        self.jit = _Jit()
+        self.Level = types.SimpleNamespace(CORE_GROUP="CORE_GROUP")
+
+    def __getattr__(self, name):  # only called for names not defined here
+        raise Unsupported(f"pl.{name} is outside the subset this executor implements")
+
+    # --- orchestration -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def at(self, *, level, name_hint):
+        if level != "CORE_GROUP":
+            raise Unsupported(f"pl.at(level={level!r})")
+        self._depth += 1
+        self.scopes.append(name_hint)
+        try:
+            yield None
+        finally:
+            self._depth -= 1
+
+    def _orchestration_only(self, what: str):
+        if self._depth:
+            raise Unsupported(f"{what} inside a pl.at scope (an orchestration construct)")
+
+    def _incore_only(self, what: str):
+        if not self._depth:
+            raise Unsupported(f"tensor op {what} outside any pl.at scope (PyPTO rejects it in orchestration)")
+
+    def parallel(self, *bounds):
+        self._orchestration_only("pl.parallel")
+        return range(*(int(b) for b in bounds))
+
+    def range(self, *bounds):
+        return builtins.range(*(int(b) for b in bounds))
+
+    def create_tensor(self, shape, dtype):
+        self._orchestration_only("pl.create_tensor")
+        if dtype.is_floating_point:
+            return _pl(torch.full(list(shape), float("nan"), dtype=dtype))
+        return _pl(torch.full(list(shape), POISON_INT, dtype=torch.int64).to(dtype))
+
+    def reshape(self, x, shape):
+        if x.numel() != _numel(shape):
+            raise Unsupported(f"pl.reshape of {list(x.shape)} to {list(shape)}")
+        return _pl(x.view(list(shape)) if x.is_contiguous() else x.reshape(list(shape)))
+
+    # --- scalars -------------------------------------------------------------------------------
+    def read(self, t, index):
+        return t[tuple(int(i) for i in index)].item()
+
+    def write(self, t, index, value):
+        self._incore_only("pl.write")
+        torch.Tensor.__setitem__(t, tuple(int(i) for i in index), value)
+        return t
+
+    def const(self, value, dtype):
+        return int(value) if not dtype.is_floating_point else float(value)
+
+    def min(self, a, b):
+        return builtins.min(a, b)
+
+    def max(self, a, b):
+        return builtins.max(a, b)
+
+    # --- tiles ---------------------------------------------------------------------------------
+    def full(self, shape, dtype, value):
+        self._incore_only("pl.full")
+        return _pl(torch.full(list(shape), value, dtype=dtype))
+
+    def arange(self, start, shape, dtype):
+        """Values start, start + 1, ... laid along the last axis of a one-row `shape`."""
+        self._incore_only("pl.arange")
+        if len(shape) != 2 or shape[0] != 1:
+            raise Unsupported(f"pl.arange with shape {list(shape)} (only [1, N])")
+        return _pl(torch.arange(start, start + shape[1], dtype=torch.int64).to(dtype).reshape(1, -1))
+
+    def cast(self, x, target_type, mode="round"):
+        if not isinstance(x, torch.Tensor):  # scalar cast (e.g. to pl.INDEX): only the default mode
+            if target_type not in (torch.int64, torch.int32):
+                raise Unsupported(f"scalar pl.cast to {_name(target_type)}")
+            return int(x)
+        self._incore_only("pl.cast")
+        if mode not in MODES:
+            raise Unsupported(f"pl.cast mode {mode!r}")
+        return _pl(_cast(x, target_type, mode))
+
+    def matmul(self, a, b, out_dtype=None, a_trans=False, b_trans=False):
+        self._incore_only("pl.matmul")
+        return _pl(_matmul(a, b, out_dtype, a_trans, b_trans))
+
+    def matmul_acc(self, acc, a, b, a_trans=False, b_trans=False):
+        self._incore_only("pl.matmul_acc")
+        product = _matmul(a, b, acc.dtype, a_trans, b_trans)
+        _same(acc, product, "pl.matmul_acc")
+        return _pl(acc + product)
+
+    def gather(self, x, dim, index):
+        self._incore_only("pl.gather")
+        if dim != -1 or index.dim() != 2 or x.dim() != 2 or index.shape[0] != x.shape[0]:
+            raise Unsupported(f"pl.gather(dim={dim}) of {list(x.shape)} by index {list(index.shape)}")
+        if index.dtype != torch.int32:
+            raise Unsupported(f"pl.gather index of dtype {_name(index.dtype)} (INT32 expected)")
+        if int(index.min()) < 0 or int(index.max()) >= x.shape[-1]:
+            raise Unsupported("pl.gather index out of range")
+        return _pl(torch.gather(x, -1, index.long()))
+
+    def concat(self, a, b):
+        self._incore_only("pl.concat")
+        if a.dtype != b.dtype or a.shape[:-1] != b.shape[:-1]:
+            raise Unsupported(f"pl.concat of {list(a.shape)} {_name(a.dtype)} and {list(b.shape)} {_name(b.dtype)}")
+        return _pl(torch.cat([a, b], dim=-1))
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _same(a, b, op: str):
+    if a.dtype != b.dtype:
+        raise Unsupported(f"{op} of {_name(a.dtype)} and {_name(b.dtype)}: no implicit promotion, add pl.cast")
+    if tuple(a.shape) != tuple(b.shape):
+        raise Unsupported(f"{op} of shapes {list(a.shape)} and {list(b.shape)} (use a row/col expand op)")
+
+
+def _binary(op: str, fn):
+    def apply(self, a, b):
+        self._incore_only(f"pl.{op}")
+        if isinstance(b, (int, float)):
+            if not a.is_floating_point():
+                raise Unsupported(f"pl.{op} of an integer tile and a scalar")
+            return _pl(fn(a, torch.tensor(b, dtype=a.dtype)))
+        _same(a, b, f"pl.{op}")
+        return _pl(fn(a, b))
+    return apply
+
+
+def _expand(op: str, fn, axis: int):
+    """row_expand_* ([M, N] with [M, 1]) and col_expand_* ([M, N] with [1, N])."""
+    def apply(self, x, v):
+        self._incore_only(f"pl.{op}")
+        want = (x.shape[0], 1) if axis == 0 else (1, x.shape[1])
+        if x.dim() != 2 or tuple(v.shape) != want:
+            raise Unsupported(f"pl.{op} of {list(x.shape)} with {list(v.shape)} (needs {list(want)})")
+        if x.dtype != v.dtype:
+            raise Unsupported(f"pl.{op} of {_name(x.dtype)} and {_name(v.dtype)}: add pl.cast")
+        return _pl(fn(x, v))
+    return apply
+
+
+def _unary(op: str, fn, floats_only: bool = True):
+    def apply(self, x):
+        self._incore_only(f"pl.{op}")
+        if floats_only and not x.is_floating_point():
+            raise Unsupported(f"pl.{op} of a {_name(x.dtype)} tile")
+        return _pl(fn(x))
+    return apply
+
+
+def _row(op: str, fn):
+    def apply(self, x):
+        self._incore_only(f"pl.{op}")
+        if x.dim() != 2:
+            raise Unsupported(f"pl.{op} of a rank-{x.dim()} tile")
+        return _pl(fn(x))
+    return apply
+
+
+for _op, _fn in {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
+                 "maximum": torch.maximum, "minimum": torch.minimum}.items():
+    setattr(PlLanguage, _op, _binary(_op, _fn))
+for _op, _fn in {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div}.items():
+    setattr(PlLanguage, f"row_expand_{_op}", _expand(f"row_expand_{_op}", _fn, 0))
+    setattr(PlLanguage, f"col_expand_{_op}", _expand(f"col_expand_{_op}", _fn, 1))
+for _op, _fn in {"exp": torch.exp, "neg": torch.neg, "recip": torch.reciprocal, "sqrt": torch.sqrt}.items():
+    setattr(PlLanguage, _op, _unary(_op, _fn))
+PlLanguage.abs = _unary("abs", torch.abs, floats_only=False)
+PlLanguage.row_sum = _row("row_sum", lambda x: x.sum(dim=-1, keepdim=True))
+PlLanguage.row_max = _row("row_max", lambda x: x.amax(dim=-1, keepdim=True))
+PlLanguage.row_min = _row("row_min", lambda x: x.amin(dim=-1, keepdim=True))
+
+
+def _matmul(a, b, out_dtype, a_trans, b_trans):
+    if a.dim() != 2 or b.dim() != 2:
+        raise Unsupported("pl.matmul of tiles that are not 2-D")
+    if a.dtype != b.dtype:
+        raise Unsupported(f"pl.matmul of {_name(a.dtype)} and {_name(b.dtype)}: cast one side")
+    a = a.T if a_trans else a
+    b = b.T if b_trans else b
+    if a.shape[1] != b.shape[0]:
+        raise Unsupported(f"pl.matmul of {list(a.shape)} and {list(b.shape)}")
+    if a.dtype == torch.int8:
+        if out_dtype not in (None, torch.int32):
+            raise Unsupported(f"int8 pl.matmul into {_name(out_dtype)}")
+        return (a.long() @ b.long()).to(torch.int32)  # exact int32 accumulation
+    if a.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise Unsupported(f"pl.matmul of {_name(a.dtype)} tiles")
+    if out_dtype not in (None, torch.float32):
+        raise Unsupported(f"pl.matmul into {_name(out_dtype)} (the accumulator is FP32)")
+    return a.float() @ b.float()  # products exact in fp32 for 16-bit inputs, fp32 accumulation
+
+
+def _cast(x: torch.Tensor, dtype, mode: str) -> torch.Tensor:
+    src = x.dtype
+    if src == dtype:
+        return x.clone()
+    if not src.is_floating_point:  # integer source
+        if dtype.is_floating_point:
+            return x.to(dtype)  # exact for the ranges in use; large int32 round to nearest even
+        info = torch.iinfo(dtype)
+        if int(x.min()) < info.min or int(x.max()) > info.max:
+            raise Unsupported(f"pl.cast {_name(src)} -> {_name(dtype)} of out-of-range values")
+        return x.to(dtype)
+    if not dtype.is_floating_point:  # float -> integer: the mode decides the rounding
+        rounded = {"rint": torch.round, "round": lambda v: torch.sign(v) * torch.floor(v.abs() + 0.5),
+                   "floor": torch.floor, "ceil": torch.ceil, "trunc": torch.trunc}.get(mode)
+        if rounded is None:
+            raise Unsupported(f"pl.cast float -> {_name(dtype)} with mode {mode!r}")
+        r = rounded(x.double())
+        info = torch.iinfo(dtype)
+        if int(r.min()) < info.min or int(r.max()) > info.max:
+            raise Unsupported(f"pl.cast float -> {_name(dtype)} of out-of-range values")
+        return r.to(dtype)
+    if torch.finfo(dtype).bits >= torch.finfo(src).bits:  # widening: exact
+        return x.to(dtype)
+    if mode in ("rint", "none"):
+        return x.to(dtype)  # round to nearest even
+    if dtype == torch.bfloat16 and src == torch.float32 and mode in ("round", "trunc"):
+        bits = x.contiguous().view(torch.int32).long() & 0xFFFFFFFF
+        if mode == "round":  # half away from zero on the magnitude bits
+            bits = bits + 0x8000
+        bits = (bits & 0xFFFF0000).to(torch.int64)
+        bits = torch.where(bits >= 2**31, bits - 2**32, bits).to(torch.int32)
+        return bits.view(torch.float32).to(torch.bfloat16)
+    raise Unsupported(f"pl.cast {_name(src)} -> {_name(dtype)} with mode {mode!r}")
+
+
+# --- running an emitted program --------------------------------------------------------------------
+
+def load(source: str, filename: str) -> tuple[dict, PlLanguage]:
+    """Execute the program text with `pypto.language` bound to a fresh `PlLanguage`."""
+    pl = PlLanguage()
+    package = types.ModuleType("pypto")
+    package.language = pl
+
+    def importer(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "pypto.language" or name == "pypto":
+            return pl if fromlist else package
+        return builtins.__import__(name, globals, locals, fromlist, level)
+
+    namespace: dict[str, Any] = {"__name__": "generated_pypto", "__file__": filename,
+                                 "__builtins__": {**vars(builtins), "__import__": importer}}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace, pl
+
+
+def run(source: str, filename: str, kernel: str, inputs: dict, outputs: dict) -> dict:
+    """Call `kernel` with `inputs` then freshly poisoned `outputs` (name -> (shape, torch dtype)).
+
+    Returns every local tensor of the kernel at its return (its buffers and outputs), by name."""
+    namespace, pl = load(source, filename)
+    fn = namespace[kernel]
+    args = [_pl(t.clone()) for t in inputs.values()]
+    args += [pl.create_tensor(shape, dtype) for shape, dtype in outputs.values()]
+    captured: dict = {}
+
+    def profiler(frame, event, arg):
+        if event == "return" and frame.f_code is fn.__code__:
+            captured.update({k: v for k, v in frame.f_locals.items() if isinstance(v, torch.Tensor)})
+
+    previous = sys.getprofile()
+    sys.setprofile(profiler)
+    try:
+        fn(*args)
+    finally:
+        sys.setprofile(previous)
+    return captured
