@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from . import expr
 from .diagnostics import DiagnosticSink, Location, did_you_mean
 from .dims import resolve_dims
+from .inits import RECIPES
 from .spec import KernelSpec, StageSpec
 from .specload import report_validation
 from .stage_api import Dims, Op, StageError, TensorType
@@ -86,6 +87,30 @@ def _from_broken(ref: str, broken: set[str], spec: KernelSpec, ops: Mapping[str,
     return op is None or port in op.outputs
 
 
+def _check_init_recipes(spec: KernelSpec, dims: Dims, types: Mapping[str, TensorType], sink: DiagnosticSink,
+                        where: Where) -> None:
+    """Each input's `init:` names a known recipe whose arguments validate and evaluate (no torch needed)."""
+    recipes = {}
+    for name, t in types.items():
+        (recipe, args), = spec.inputs[name].init.items()
+        path = ("inputs", name, "init", recipe)
+        if recipe not in RECIPES:
+            sink.error("unknown-key", f"input `{name}`: unknown init recipe `{recipe}`", where(path, True),
+                       did_you_mean(str(recipe), RECIPES) or f"recipes: {', '.join(sorted(RECIPES))}")
+            continue
+        try:
+            recipes[name] = ([d.value for d in t.shape], RECIPES[recipe].model_validate(args or {}), 0)
+        except ValidationError as exc:
+            report_validation(exc, sink, lambda p, key, path=path: where(path + tuple(p), key), RECIPES[recipe])
+    for name, (shape, recipe, seed) in recipes.items():
+        try:
+            recipe.call(dims, shape, seed, recipes)
+        except expr.ExprError as e:
+            sink.error(e.kind, f"input `{name}` init: {e}", where(("inputs", name, "init"), False))
+        except ValueError as e:
+            sink.error("bad-value", f"input `{name}` init: {e}", where(("inputs", name, "init"), False))
+
+
 def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: DiagnosticSink,
                 where: Where) -> TypedGraph | None:
     """Type-check `spec` at `size_set`; returns None when an error makes a typed graph impossible."""
@@ -107,6 +132,7 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
             continue
         input_types[name] = TensorType(shape, t.dtype, t.layout)
         g.add_node(f"input:{name}", kind="input", name=name)
+    _check_init_recipes(spec, dims, input_types, sink, where)
 
     # Ops and params first: they decide which ports exist.
     parsed: dict[str, tuple[Op, Any]] = {}

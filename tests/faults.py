@@ -22,9 +22,17 @@ def faulty_ops(op_name: str, backend: str, edits: dict[str, str]) -> dict:
                 return attr
 
             def broken(ctx):
-                lines = attr(ctx)
-                edited = [pattern.sub(lambda m: edits[m.group(0)], line) for line in lines]
-                missing = [old for old in edits if not any(old in line for line in lines)]
+                seen: list[str] = []
+
+                def edit(lines):
+                    seen.extend(lines)
+                    return [pattern.sub(lambda m: edits[m.group(0)], line) for line in lines]
+
+                if hasattr(ctx, "setup"):  # PyPTO bodies may also emit setup code (derived constants)
+                    emit_setup = ctx.setup
+                    ctx.setup = lambda buffers, body: emit_setup(buffers, edit(body))
+                edited = edit(attr(ctx))
+                missing = [old for old in edits if not any(old in line for line in seen)]
                 if missing:
                     raise AssertionError(f"fault text {missing} matched nothing in {op_name}.{backend}")
                 return edited
@@ -35,7 +43,7 @@ def faulty_ops(op_name: str, backend: str, edits: dict[str, str]) -> dict:
     return ops
 
 
-# name -> (op, {text in its Triton tile body: replacement}, stage id expected to be reported first)
+# name -> (op, {text in its tile body: replacement}, stage id expected to be reported first), per backend
 FAULTS = {
     "swap even/odd lanes": ("rope_extract", {"extract_even_ptr": "extract_odd_ptr",
                                              "extract_odd_ptr": "extract_even_ptr"}, "extract"),
@@ -44,4 +52,16 @@ FAULTS = {
     "off-by-one in pack": ("pack", {"* T + t": "* T + (t + 1) % T"}, "pack"),
     "wrong layout on write-back": ("rope_interleave", {"2 * k[None, :] + 1": "HALF_ROPE + k[None, :]",
                                                        "2 * k[None, :]": "k[None, :]"}, "interleave"),
+}
+PYPTO_FAULTS = {
+    "swap even/odd lanes": ("rope_extract", {"extract_even[": "extract_odd[", "extract_odd[": "extract_even["},
+                            "extract"),
+    "flip the sign of sin": ("rope_apply", {"pl.add(pl.col_expand_mul(rotate_re": "pl.sub(pl.col_expand_mul(rotate_re"},
+                             "rotate"),
+    "drop the sink": ("sparse_attention", {", pl.exp(pl.sub(attn_sink_tile, attn_m))": ", pl.mul(attn_l, 0.0)"},
+                      "attn"),
+    "off-by-one in pack": ("pack", {"* T + t": "* T + (t + 1) % T"}, "pack"),
+    # write-back through the identity index: concat(real, imag) lands as split-half lanes
+    "wrong layout on write-back": ("rope_interleave", {"pl.cast(interleave_lane_src,": "pl.cast(interleave_lane,"},
+                                   "interleave"),
 }
