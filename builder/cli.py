@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .diagnostics import Diagnostic, SpecError
+from .diagnostics import SpecError
 
 BACKENDS = ("triton", "pypto")
 

@@ -5,7 +5,6 @@ Validation, graph and schedule never import torch; `make_inputs`, `golden`, `run
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 

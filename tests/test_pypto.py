@@ -4,7 +4,6 @@ injected fault is caught at the broken stage. The executor refuses constructs ou
 from __future__ import annotations
 
 import ast
-import subprocess
 import sys
 import types
 
@@ -75,14 +74,6 @@ def test_no_empty_loops_and_no_unused_values(lib):
         constants = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets}
         used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
         assert constants <= used, f"{name}: constants never read: {constants - used}"
-
-
-def test_emit_is_byte_identical_across_processes():
-    code = ("import builder, sys; sys.stdout.write(builder.load('kernels.yaml')"
-            "['dsv4_sparse_attn_decode'].emit('pypto'))")
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout for seed in ("3", "4")]
-    assert runs[0] == runs[1] and runs[0]
 
 
 def test_embedded_golden_and_harness_reproduce_the_builder(lib):
