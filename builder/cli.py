@@ -12,8 +12,7 @@ import tempfile
 from pathlib import Path
 
 from .diagnostics import SpecError
-
-BACKENDS = ("triton", "pypto")
+from .emit import BACKENDS
 
 
 class UsageError(Exception):
