@@ -21,9 +21,8 @@ from .yamlsource import parse
 class Kernel:
     """One validated kernel. Size-set-dependent views take `sizes` (None = the kernel's default set)."""
 
-    def __init__(self, spec: KernelSpec, where: Callable, ops: Mapping):
-        self.spec, self._where, self._ops = spec, where, ops
-        self._typed: dict[str, tuple[TypedGraph, Schedule]] = {}
+    def __init__(self, spec: KernelSpec, typed: dict[str, tuple[TypedGraph, Schedule]]):
+        self.spec, self._typed = spec, typed
 
     @property
     def name(self) -> str:
@@ -36,14 +35,8 @@ class Kernel:
         return name
 
     def typed(self, sizes: Optional[str] = None) -> tuple[TypedGraph, Schedule]:
-        name = self.size_set(sizes)
-        if name not in self._typed:
-            sink = DiagnosticSink()
-            tg = build_graph(self.spec, name, self._ops, sink, self._where)
-            sched = make_schedule(tg, sink, self._where) if tg else None
-            sink.raise_if_errors()
-            self._typed[name] = (tg, sched)
-        return self._typed[name]
+        """The typed graph and schedule at a size set (all were checked when the file loaded)."""
+        return self._typed[self.size_set(sizes)]
 
     def dims(self, sizes: Optional[str] = None) -> dict[str, int]:
         return dict(self.typed(sizes)[0].dims)
@@ -100,6 +93,18 @@ class Library(Mapping):
         return len(self._kernels)
 
 
+def _type_check(spec: KernelSpec, where: Callable, ops: Mapping, sink: DiagnosticSink) -> dict:
+    """Graph and schedule at every size set; stops at the first size set with errors."""
+    typed = {}
+    for size_set in spec.sizes:
+        tg = build_graph(spec, size_set, ops, sink, where)
+        sched = make_schedule(tg, sink, where) if tg else None
+        if sched is None:
+            break
+        typed[size_set] = (tg, sched)
+    return typed
+
+
 def load(path: str | Path = "kernels.yaml", text: Optional[str] = None, ops: Optional[Mapping] = None) -> Library:
     """Parse, validate, type-check and schedule every kernel at every size set.
 
@@ -124,16 +129,7 @@ def load(path: str | Path = "kernels.yaml", text: Optional[str] = None, ops: Opt
     sink = DiagnosticSink()
     kernels = {}
     for spec, where in load_kernels(src, sink):
-        kernel = Kernel(spec, where, ops)
-        for size_set in spec.sizes:
-            tg = build_graph(spec, size_set, ops, sink, where)
-            if tg is None:
-                break
-            sched = make_schedule(tg, sink, where)
-            if sched is None:
-                break
-            kernel._typed[size_set] = (tg, sched)
-        kernels[spec.name] = kernel
+        kernels[spec.name] = Kernel(spec, _type_check(spec, where, ops, sink))
     unique = {(d.rule, d.loc, d.message): d for d in sink.items}
     errors = [d for d in unique.values() if d.severity == "error"]
     if errors:
