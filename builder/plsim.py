@@ -10,6 +10,7 @@ program forgot to write shows up in the comparison.
 """
 from __future__ import annotations
 
+import ast
 import builtins
 import contextlib
 import sys
@@ -129,7 +130,8 @@ class PlLanguage(types.ModuleType):
 
     # --- scalars -------------------------------------------------------------------------------
     def read(self, t, index):
-        return t[tuple(int(i) for i in index)].item()
+        value = t[tuple(int(i) for i in index)].item()
+        return _Scalar(value) if isinstance(value, int) else value
 
     def write(self, t, index, value):
         self._incore_only("pl.write")
@@ -140,14 +142,18 @@ class PlLanguage(types.ModuleType):
         return int(value) if not dtype.is_floating_point else float(value)
 
     def min(self, a, b):
-        return builtins.min(a, b)
+        return _index(builtins.min(a, b))
 
     def max(self, a, b):
-        return builtins.max(a, b)
+        return _index(builtins.max(a, b))
 
     # --- tiles ---------------------------------------------------------------------------------
     def full(self, shape, dtype, value):
         self._incore_only("pl.full")
+        if len(shape) == 2 and int(shape[1]) == 1 and int(shape[0]) > 1:
+            # PyPTO lays such a column out row-major; its vector ops then mix it with the col-major
+            # columns of row reductions and loads and fail ("tile.reshape: cannot reshape tile ...").
+            raise Unsupported(f"pl.full of a {list(shape)} column: start column vectors from a row reduction")
         return _pl(torch.full(list(shape), value, dtype=dtype))
 
     def arange(self, start, shape, dtype):
@@ -161,7 +167,7 @@ class PlLanguage(types.ModuleType):
         if not isinstance(x, torch.Tensor):  # scalar cast (e.g. to pl.INDEX): only the default mode
             if target_type not in (torch.int64, torch.int32):
                 raise Unsupported(f"scalar pl.cast to {_name(target_type)}")
-            return int(x)
+            return _index(int(x)) if target_type == torch.int64 else _Scalar(int(x))
         self._incore_only("pl.cast")
         if mode not in MODES:
             raise Unsupported(f"pl.cast mode {mode!r}")
@@ -181,6 +187,8 @@ class PlLanguage(types.ModuleType):
         self._incore_only("pl.gather")
         if dim != -1 or index.dim() != 2 or x.dim() != 2 or index.shape[0] != x.shape[0]:
             raise Unsupported(f"pl.gather(dim={dim}) of {list(x.shape)} by index {list(index.shape)}")
+        if x.dtype not in (torch.float16, torch.float32, torch.int16, torch.int32):
+            raise Unsupported(f"pl.gather of a {_name(x.dtype)} tile (PyPTO gathers FP16, FP32, INT16 or INT32)")
         if index.dtype != torch.int32:
             raise Unsupported(f"pl.gather index of dtype {_name(index.dtype)} (INT32 expected)")
         if int(index.min()) < 0 or int(index.max()) >= x.shape[-1]:
@@ -192,6 +200,38 @@ class PlLanguage(types.ModuleType):
         if a.dtype != b.dtype or a.shape[:-1] != b.shape[:-1]:
             raise Unsupported(f"pl.concat of {list(a.shape)} {_name(a.dtype)} and {list(b.shape)} {_name(b.dtype)}")
         return _pl(torch.cat([a, b], dim=-1))
+
+
+class _Scalar(int):
+    """An integer scalar read from a tensor (INT32). As in PyPTO's parser, arithmetic on it gives an
+    INDEX scalar."""
+
+
+def _index_op(name: str):
+    def apply(self, other):
+        result = getattr(int, name)(self, other)
+        return result if result is NotImplemented else _index(result)
+    return apply
+
+
+for _op in ("add", "sub", "mul", "floordiv", "mod"):
+    setattr(_Scalar, f"__{_op}__", _index_op(f"__{_op}__"))
+    setattr(_Scalar, f"__r{_op}__", _index_op(f"__r{_op}__"))
+
+
+class _Index(_Scalar):
+    """An INDEX scalar: PyPTO takes INDEX values to be non-negative."""
+
+
+def _index(value):
+    """An INDEX scalar. PyPTO's arithmetic analysis takes every INDEX value to be non-negative (its
+    Simplify pass folds a guard like `x >= 0` on one to true), so a negative one is refused."""
+    if not isinstance(value, int):
+        return value
+    if value < 0:
+        raise Unsupported(f"INDEX scalar of negative value {value}: PyPTO assumes INDEX values are "
+                          "non-negative and folds guards such as `x >= 0` away; compare before subtracting")
+    return _Index(value)
 
 
 def _numel(shape) -> int:
@@ -322,8 +362,23 @@ def _cast(x: torch.Tensor, dtype, mode: str) -> torch.Tensor:
 
 # --- running an emitted program --------------------------------------------------------------------
 
+def _check_kernel_calls(source: str, filename: str) -> None:
+    """The `pl` parser reads a `@pl.jit` body as `pl` code: a call of a plain Python function there
+    (`float(...)`, `int(...)`, `len(...)`) is rejected ("Unsupported function call"), so refuse it too."""
+    for fn in ast.walk(ast.parse(source, filename)):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        if not any(ast.unparse(d).startswith("pl.jit") for d in fn.decorator_list):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                raise Unsupported(f"call of `{node.func.id}(...)` in the @pl.jit body of {fn.name} "
+                                  f"(line {node.lineno}): the pl parser accepts only pl.* calls there")
+
+
 def load(source: str, filename: str) -> tuple[dict, PlLanguage]:
     """Execute the program text with `pypto.language` bound to a fresh `PlLanguage`."""
+    _check_kernel_calls(source, filename)
     pl = PlLanguage()
     package = types.ModuleType("pypto")
     package.language = pl

@@ -125,11 +125,16 @@ class GatherKV(Op):
         raw, slot, row, seq, win, cmp, page, src = (c.local(x) for x in
                                                     ("raw", "slot", "row", "seq", "win", "cmp", "page", "src"))
         kv, valid = c.dst("kv"), c.dst("valid")
+        # PyPTO takes INDEX scalars to be non-negative (its Simplify pass folds `x >= 0` on one to
+        # true), so the compressed position `raw - window` is formed only once `raw >= window`.
         pools = []
-        for part, pos, limit, pool, table in (("window", raw, win, "ori_kv", "ori_block_table"),
-                                              ("compressed", slot, cmp, "cmp_kv", "cmp_block_table")):
+        for part, first, pos, limit, pool, table in (
+                ("window", "0", raw, win, "ori_kv", "ori_block_table"),
+                ("compressed", window, slot, cmp, "cmp_kv", "cmp_block_table")):
+            pools.append(f"if {raw} >= {first}:  # a {part} key when 0 <= position < its count")
+            if pos != raw:
+                pools.append(f"    {pos} = {raw} - {first}")
             pools += [
-                f"if {pos} >= 0:  # a {part} key when 0 <= position < its count",
                 f"    if {pos} < {limit}:",
                 f"        {page} = pl.read({c.scalar_src(table)}, [t, {pos} // {block}])",
                 f"        {src} = pl.cast({page} * {block} + {pos} % {block}, pl.INDEX)",
@@ -142,7 +147,6 @@ class GatherKV(Op):
             f"{cmp} = pl.max({seq} - {win}, 0)",
             f"for j in pl.range(jb * {c.tile('jb')}, (jb + 1) * {c.tile('jb')}):",
             f"    {raw} = pl.read({c.scalar_src('indices')}, [t, j])",
-            f"    {slot} = {raw} - {window}",
             f"    {row} = t * {n} + j",
             f"    {kv}[{row} : {row} + 1, 0:{d}] = pl.full([1, {d}], dtype=pl.BF16, value=0.0)",
             f"    {valid} = pl.write({valid}, [t, j], pl.const(0, pl.INT32))",

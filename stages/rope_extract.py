@@ -91,13 +91,16 @@ class RopeExtract(Op):
         layout = c.stage.out_types["even"].layout
         row = f"t * {h} + hb * {bh}"
         rotary = c.local("rotary")
-        lines = [f"{rotary} = {c.src('x')}[{row} : {row} + {bh}, {d} - {c.expr(c.p.rope)} : {d}]"]
+        lanes_code = f"{c.src('x')}[{row} : {row} + {bh}, {d} - {c.expr(c.p.rope)} : {d}]"
         if rope_layout.is_contiguous(layout):
+            lines = [f"{rotary} = {lanes_code}"]
             for port, lanes in zip(("even", "odd"), rope_layout.LANES[layout]):
                 first = rope_layout.offset_code(lanes, half)
                 lines.append(f"{c.dst(port)}[{row} : {row} + {bh}, 0:{half}] = "
                              f"{rotary}[:, {first} : {first} + {half}]")
             return lines
+        dtype = c.type("x").dtype
+        lines = [f"{rotary} = {rope_layout.pl_gather_source(lanes_code, dtype)}"]
         k = c.local("k")
         setup = [f"{k} = pl.cast(pl.arange(0, [1, {half}], dtype=pl.INT32), target_type=pl.FP32)",
                  f"{k} = pl.col_expand_add(pl.full([{bh}, {half}], dtype=pl.FP32, value=0.0), {k})"]
@@ -107,7 +110,8 @@ class RopeExtract(Op):
             buffers.append((index, [bh, half], DType.int32))
             setup.append(f"{index}[:, :] = pl.cast({rope_layout.pl_gather_lanes(lanes, k, half)}, "
                          f"target_type=pl.INT32, mode=\"rint\")")
-            lines.append(f"{c.dst(port)}[{row} : {row} + {bh}, 0:{half}] = pl.gather({rotary}, dim=-1, index={index})")
+            gathered = rope_layout.pl_gather_result(f"pl.gather({rotary}, dim=-1, index={index})", dtype)
+            lines.append(f"{c.dst(port)}[{row} : {row} + {bh}, 0:{half}] = {gathered}")
         c.setup(buffers, setup)
         return lines
 

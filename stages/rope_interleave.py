@@ -91,8 +91,11 @@ class RopeInterleave(Op):
         setup.append(f"{index}[:, :] = pl.cast({source}, target_type=pl.INT32, mode=\"rint\")")
         c.setup([(index, [bh, rope], DType.int32)], setup)
         pairs = c.local("pairs")
-        return [f"{pairs} = pl.concat({parts['even']}, {parts['odd']})",
-                f"{c.dst('rope')}[{row} : {row} + {bh}, 0:{rope}] = pl.gather({pairs}, dim=-1, index={index})"]
+        dtype = c.type("even").dtype
+        concat = f"pl.concat({parts['even']}, {parts['odd']})"
+        gathered = rope_layout.pl_gather_result(f"pl.gather({pairs}, dim=-1, index={index})", dtype)
+        return [f"{pairs} = {rope_layout.pl_gather_source(concat, dtype)}",
+                f"{c.dst('rope')}[{row} : {row} + {bh}, 0:{rope}] = {gathered}"]
 
 
 OP = RopeInterleave()

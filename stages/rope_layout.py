@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from builder.spec import Layout
+from builder.spec import DType, Layout
 
 
 class Lanes(NamedTuple):
@@ -45,11 +45,18 @@ def offset_code(lanes: Lanes, half: str) -> str:
     return " + ".join([str(lanes.shift)] * bool(lanes.shift) + [half] * bool(lanes.halves)) or "0"
 
 
+def pl_float(code: str) -> str:
+    """`pl` code of a float scalar from integer code (the `pl` parser accepts no `float(...)` call)."""
+    if code.isdigit():
+        return f"{float(code)}"
+    return f"1.0 * {code}" if code.isidentifier() else f"1.0 * ({code})"
+
+
 def pl_gather_lanes(lanes: Lanes, k: str, half: str) -> str:
     """`pl` code of an fp32 tile of lane indices of one part, from the tile `k` of pair indices."""
     code = f"pl.mul({k}, {float(lanes.stride)})" if lanes.stride != 1 else k
     offset = f"{lanes.shift} + {half}" if lanes.halves else str(lanes.shift)
-    return f"pl.add({code}, float({offset}))" if lanes.shift or lanes.halves else code
+    return f"pl.add({code}, {pl_float(offset)})" if lanes.shift or lanes.halves else code
 
 
 def pl_source_lanes(layout: Layout, lane: str, half: str, pair: str, out: str) -> list[str]:
@@ -62,5 +69,21 @@ def pl_source_lanes(layout: Layout, lane: str, half: str, pair: str, out: str) -
     which = f"pl.sub(1.0, {part})" if imag_first else part
     return [
         f"{pair} = pl.cast(pl.cast(pl.mul({lane}, 0.5), target_type=pl.INT32, mode=\"floor\"), target_type=pl.FP32)",
-        f"{out} = pl.add(pl.mul({which}, float({half})), {pair})",
+        f"{out} = pl.add(pl.mul({which}, {pl_float(half)}), {pair})",
     ]
+
+
+# dtypes `pl.gather` accepts as its source (FP16, FP32, INT16, INT32); others go through FP32, exactly
+PL_GATHER_DTYPES = {DType.fp32, DType.int32}
+
+
+def pl_gather_source(code: str, dtype: DType) -> str:
+    """`pl` code of a tile `pl.gather` can read: a bf16 (or int8) tile widened to fp32, losslessly."""
+    return code if dtype in PL_GATHER_DTYPES else f"pl.cast({code}, target_type=pl.FP32)"
+
+
+def pl_gather_result(code: str, dtype: DType) -> str:
+    """`pl` code of a gathered tile back in `dtype` (exact: the values came from `dtype`)."""
+    if dtype in PL_GATHER_DTYPES:
+        return code
+    return f"pl.cast({code}, target_type=pl.{dtype.name.upper()}, mode=\"rint\")"

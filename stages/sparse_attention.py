@@ -114,24 +114,35 @@ class SparseAttention(Op):
         q, m, l, acc, kv, bias, s, m_new, p, alpha, sink, den = (c.local(x) for x in (
             "q", "m", "l", "acc", "kv", "bias", "s", "m_new", "p", "alpha", "sink", "den"))
         row = f"t * {h} + hb * {bh}"
-        return [
-            f"{q} = {c.src('q')}[{row} : {row} + {bh}, 0:{d}]",
-            f"{m} = pl.full([{bh}, 1], dtype=pl.FP32, value=-1.0e30)  # finite: a token with no valid key gives 0",
-            f"{l} = pl.full([{bh}, 1], dtype=pl.FP32, value=0.0)",
-            f"{acc} = pl.full([{bh}, {d}], dtype=pl.FP32, value=0.0)",
-            f"for n0 in pl.range(0, {keys}, {bn}):",
-            f"    {kv} = {c.src('kv')}[t * {keys} + n0 : t * {keys} + n0 + {bn}, 0:{d}]",
-            f"    {bias} = pl.cast({c.src('valid')}[t : t + 1, n0 : n0 + {bn}], target_type=pl.FP32)",
-            f"    {bias} = pl.mul(pl.sub({bias}, 1.0), 1.0e30)  # 0 for a valid key, -1e30 otherwise",
-            f"    {s} = pl.matmul({q}, {kv}, b_trans=True, out_dtype=pl.FP32)",
-            f"    {s} = pl.col_expand_add(pl.mul({s}, {scale}), {bias})",
-            f"    {m_new} = pl.maximum({m}, pl.row_max({s}))",
-            f"    {p} = pl.exp(pl.row_expand_sub({s}, {m_new}))",
-            f"    {alpha} = pl.exp(pl.sub({m}, {m_new}))",
-            f"    {l} = pl.add(pl.mul({l}, {alpha}), pl.row_sum({p}))",
-            f"    {acc} = pl.row_expand_mul({acc}, {alpha})",
-            f"    {acc} = pl.add({acc}, pl.matmul({p}, pl.cast({kv}, target_type=pl.FP32), out_dtype=pl.FP32))",
-            f"    {m} = {m_new}",
+
+        def scores(n0: str) -> list[str]:
+            return [
+                f"{kv} = {c.src('kv')}[t * {keys} + {n0} : t * {keys} + {n0} + {bn}, 0:{d}]",
+                f"{bias} = pl.cast({c.src('valid')}[t : t + 1, {n0} : {n0} + {bn}], target_type=pl.FP32)",
+                f"{bias} = pl.mul(pl.sub({bias}, 1.0), 1.0e30)  # 0 for a valid key, -1e30 otherwise",
+                f"{s} = pl.matmul({q}, {kv}, b_trans=True, out_dtype=pl.FP32)",
+                f"{s} = pl.col_expand_add(pl.mul({s}, {scale}), {bias})",
+            ]
+
+        pv = f"pl.matmul({p}, pl.cast({kv}, target_type=pl.FP32), out_dtype=pl.FP32)"
+        # The first key block starts the running max, sum and output: PyPTO lays a `pl.full([M, 1])`
+        # column out row-major, which its vector ops cannot mix with the col-major columns of row
+        # reductions. A finite -1e30 bias keeps an all-invalid block harmless (its rows are zero).
+        return [f"{q} = {c.src('q')}[{row} : {row} + {bh}, 0:{d}]",
+                "# the first key block starts the running max, sum and output"] + scores("0") + [
+            f"{m} = pl.row_max({s})",
+            f"{p} = pl.exp(pl.row_expand_sub({s}, {m}))",
+            f"{l} = pl.row_sum({p})",
+            f"{acc} = {pv}",
+            f"for n0 in pl.range({bn}, {keys}, {bn}):",
+        ] + ["    " + line for line in scores("n0") + [
+            f"{m_new} = pl.maximum({m}, pl.row_max({s}))",
+            f"{p} = pl.exp(pl.row_expand_sub({s}, {m_new}))",
+            f"{alpha} = pl.exp(pl.sub({m}, {m_new}))",
+            f"{l} = pl.add(pl.mul({l}, {alpha}), pl.row_sum({p}))",
+            f"{acc} = pl.add(pl.row_expand_mul({acc}, {alpha}), {pv})",
+            f"{m} = {m_new}",
+        ]] + [
             f"{sink} = pl.reshape({c.src('sink')}[0:1, hb * {bh} : hb * {bh} + {bh}], [{bh}, 1])",
             f"{den} = pl.add({l}, pl.exp(pl.sub({sink}, {m})))",
             f"{c.dst('o')}[{row} : {row} + {bh}, 0:{d}] = {c.cast(f'pl.row_expand_div({acc}, {den})', 'o')}",

@@ -134,7 +134,7 @@ def test_self_diff_has_no_differences(lib, capsys, monkeypatch):
 def _variant(tmp_path: Path) -> Path:
     data = yaml.safe_load(YAML.read_text())
     k = data["kernels"][BASE]
-    k["stages"]["attn"].setdefault("params", {})["block_n"] = 16
+    k["stages"]["attn"].setdefault("params", {})["block_n"] = 32
     stages = {}
     for sid, st in k["stages"].items():
         st = dict(st, **{"in": {p: r.replace("rotate.", "unrotate.") for p, r in st["in"].items()}})
@@ -176,7 +176,7 @@ def test_added_removed_changed_stages_edges_blocks(tmp_path, capsys, monkeypatch
     assert all(len(line) <= 100 for line in lines)
     assert any(re.match(r"^\+ \| unrotate = rope_apply\(", line) for line in lines)
     assert any(re.match(r"^- \| rotate = rope_apply\(", line) for line in lines)
-    assert any(re.match(r"^~ \| attn = sparse_attention\(block_n=16", line) for line in lines)
+    assert any(re.match(r"^~ \| attn = sparse_attention\(block_n=32", line) for line in lines)
     assert any(line.startswith("+ loop block 2 `extract_unrotate_interleave_pack`") for line in lines)
     assert any(line.startswith("- loop block 3 `rotate`") for line in lines)
 
@@ -214,7 +214,7 @@ def test_against_a_git_revision(tmp_path, capsys, monkeypatch):
     _git(tmp_path, "add", "kernels.yaml")
     _git(tmp_path, "commit", "-q", "-m", "base")
     data = yaml.safe_load(YAML.read_text())
-    data["kernels"][BASE]["stages"]["attn"].setdefault("params", {})["block_n"] = 16
+    data["kernels"][BASE]["stages"]["attn"].setdefault("params", {})["block_n"] = 32
     (tmp_path / "kernels.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     monkeypatch.chdir(tmp_path)
     for other in ("HEAD", "HEAD:kernels.yaml"):

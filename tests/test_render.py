@@ -139,7 +139,7 @@ def test_dot_stage_nodes_show_id_op_params_and_line(lib):
 def test_dot_node_ids_are_stable_across_unrelated_edits(tmp_path, lib):
     data = yaml.safe_load(YAML.read_text())
     before = builder.load(YAML)[DOCS_KERNEL].typed()
-    data["kernels"][DOCS_KERNEL]["stages"]["attn"].setdefault("params", {})["block_n"] = 16
+    data["kernels"][DOCS_KERNEL]["stages"]["attn"].setdefault("params", {})["block_n"] = 32
     other = tmp_path / "kernels.yaml"
     other.write_text(yaml.safe_dump(data, sort_keys=False))
     after = builder.load(other)[DOCS_KERNEL].typed()
