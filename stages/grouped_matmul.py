@@ -112,15 +112,16 @@ class GroupedMatmul(Op):
         _, block_k = tiles(c.p, c.type("w").shape[1], c.type("x").shape[1], *DEFAULT_TILES)
         bk = c.const("BLOCK_K", block_k, "reduction depth per step")
         bn = c.tile("nb")
-        acc, n0 = c.local("acc"), c.local("n0")
-        x = lambda k0: f"{c.src('x')}[g * {t} : g * {t} + {t}, {k0} : {k0} + {bk}]"
-        w = lambda k0: f"{c.src('w')}[g * {n_dim} + {n0} : g * {n_dim} + {n0} + {bn}, {k0} : {k0} + {bk}]"
+        acc = c.local("acc")
+        x0 = c.let("x0", f"g * {t}", "this group's rows of x")
+        n0 = c.let("n0", f"g * {n_dim} + nb * {bn}", "this tile's output columns (rows of w)")
+        x = lambda k0, k1: f"{c.src('x')}[{x0} : {x0} + {t}, {k0} : {k1}]"
+        w = lambda k0, k1: f"{c.src('w')}[{n0} : {n0} + {bn}, {k0} : {k1}]"
         return [
-            f"{n0} = nb * {bn}",
-            f"{acc} = pl.matmul({x('0')}, {w('0')}, b_trans=True, out_dtype=pl.FP32)",
+            f"{acc} = pl.matmul({x(0, bk)}, {w(0, bk)}, b_trans=True, out_dtype=pl.FP32)",
             f"for k0 in pl.range({bk}, {k_dim}, {bk}):",
-            f"    {acc} = pl.matmul_acc({acc}, {x('k0')}, {w('k0')}, b_trans=True)",
-            f"{c.dst('y')}[0:{t}, g * {n_dim} + {n0} : g * {n_dim} + {n0} + {bn}] = {c.cast(acc, 'y')}",
+            f"    {acc} = pl.matmul_acc({acc}, {x('k0', f'k0 + {bk}')}, {w('k0', f'k0 + {bk}')}, b_trans=True)",
+            f"{c.dst('y')}[0:{t}, {n0} : {n0} + {bn}] = {c.cast(acc, 'y')}",
         ]
 
 

@@ -92,14 +92,14 @@ class MatmulW8A8(Op):
         _, block_k = tiles(c.p, c.type("w").shape[0], c.type("a").shape[1], *DEFAULT_TILES)
         bk = c.const("BLOCK_K", block_k, "reduction depth per step")
         bn = c.tile("nb")
-        acc, n0, y = c.local("acc"), c.local("n0"), c.local("y")
-        a = lambda k0: f"{c.src('a')}[0:{t}, {k0} : {k0} + {bk}]"
-        w = lambda k0: f"{c.src('w')}[{n0} : {n0} + {bn}, {k0} : {k0} + {bk}]"
+        acc, y = c.local("acc"), c.local("y")
+        n0 = c.let("n0", f"nb * {bn}", "this tile's output channels")
+        a = lambda k0, k1: f"{c.src('a')}[0:{t}, {k0} : {k1}]"
+        w = lambda k0, k1: f"{c.src('w')}[{n0} : {n0} + {bn}, {k0} : {k1}]"
         return [
-            f"{n0} = nb * {bn}",
-            f"{acc} = pl.matmul({a('0')}, {w('0')}, b_trans=True, out_dtype=pl.INT32)",
+            f"{acc} = pl.matmul({a(0, bk)}, {w(0, bk)}, b_trans=True, out_dtype=pl.INT32)",
             f"for k0 in pl.range({bk}, {k_dim}, {bk}):",
-            f"    {acc} = pl.matmul_acc({acc}, {a('k0')}, {w('k0')}, b_trans=True)",
+            f"    {acc} = pl.matmul_acc({acc}, {a('k0', f'k0 + {bk}')}, {w('k0', f'k0 + {bk}')}, b_trans=True)",
             f"{y} = pl.row_expand_mul(pl.cast({acc}, target_type=pl.FP32), "
             f"pl.reshape({c.src('a_scale')}[0:1, 0:{t}], [{t}, 1]))",
             f"{y} = pl.col_expand_mul({y}, {c.src('w_scale')}[0:1, {n0} : {n0} + {bn}])",

@@ -77,18 +77,17 @@ class Pack(Op):
         t_dim, h, d, rope = c.dim("x", 0), c.dim("x", 1), c.dim("x", 2), c.dim("rope", 2)
         bh = c.tile("hb")
         per_group = f"({h} // {c.expr(c.p.groups)})"
-        head, row, col = c.local("head"), c.local("row"), c.local("col")
-        src_row = f"t * {h} + {head}"
-        nope = f"{d} - {rope}"
+        head, row, col, src = (c.local(v) for v in ("head", "row", "col", "src"))
+        nope = c.expr(f"{c.type('x').shape[2].text} - {c.type('rope').shape[2].text}")
         return [
             f"for {c.local('i')} in pl.range({bh}):",
             f"    {head} = hb * {bh} + {c.local('i')}",
+            f"    {src} = t * {h} + {head}",
             f"    {row} = ({head} // {per_group}) * {t_dim} + t",
             f"    {col} = ({head} % {per_group}) * {d}",
-            f"    {c.dst('packed')}[{row} : {row} + 1, {col} : {col} + {nope}] = "
-            f"{c.src('x')}[{src_row} : {src_row} + 1, 0 : {nope}]",
+            f"    {c.dst('packed')}[{row} : {row} + 1, {col} : {col} + {nope}] = {c.src('x')}[{src} : {src} + 1, 0:{nope}]",
             f"    {c.dst('packed')}[{row} : {row} + 1, {col} + {nope} : {col} + {d}] = "
-            f"{c.src('rope')}[{src_row} : {src_row} + 1, 0:{rope}]",
+            f"{c.src('rope')}[{src} : {src} + 1, 0:{rope}]",
         ]
 
 

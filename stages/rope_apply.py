@@ -93,7 +93,7 @@ class RopeApply(Op):
     def pypto(self, c):
         h, half = c.dim("even", 1), c.dim("even", 2)
         bh = c.tile("hb")
-        row = f"t * {h} + hb * {bh}"
+        row = c.let("r0", f"t * {h} + hb * {bh}", "first row of this head tile")
         names = {v: c.local(v) for v in ("re", "im", "c", "s")}
         lines = [f"{names['re']} = pl.cast({c.src('even')}[{row} : {row} + {bh}, 0:{half}], target_type=pl.FP32)",
                  f"{names['im']} = pl.cast({c.src('odd')}[{row} : {row} + {bh}, 0:{half}], target_type=pl.FP32)",

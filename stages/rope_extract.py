@@ -89,7 +89,7 @@ class RopeExtract(Op):
         h, d, half = c.dim("x", 1), c.dim("x", 2), c.dim("even", 2)
         bh = c.tile("hb")
         layout = c.stage.out_types["even"].layout
-        row = f"t * {h} + hb * {bh}"
+        row = c.let("r0", f"t * {h} + hb * {bh}", "first row of this head tile")
         rotary = c.local("rotary")
         lanes_code = f"{c.src('x')}[{row} : {row} + {bh}, {d} - {c.expr(c.p.rope)} : {d}]"
         if rope_layout.is_contiguous(layout):

@@ -75,7 +75,7 @@ class RopeInterleave(Op):
         h, half, rope = c.dim("even", 1), c.dim("even", 2), c.dim("rope", 2)
         bh = c.tile("hb")
         layout = c.stage.out_types["rope"].layout
-        row = f"t * {h} + hb * {bh}"
+        row = c.let("r0", f"t * {h} + hb * {bh}", "first row of this head tile")
         parts = {port: f"{c.src(port)}[{row} : {row} + {bh}, 0:{half}]" for port in ("even", "odd")}
         if rope_layout.is_contiguous(layout):
             lines = []

@@ -91,7 +91,8 @@ class SparseAttention(Op):
             f"    n = n0 + tl.arange(0, {bn})",
             f"    live = (n < {keys}) & (tl.load({c.src('valid')} + t * {keys} + n, mask=n < {keys}, other=0) != 0)",
             f"    kv = tl.load({c.src('kv')} + (t * {keys} + n)[:, None] * {d} + d[None, :], mask=live[:, None],"
-            " other=0.0).to(tl.float32)",
+            " other=0.0)",
+            "    kv = kv.to(tl.float32)",
             f"    s = tl.dot(q, tl.trans(kv), input_precision=\"ieee\") * {scale}",
             "    s = tl.where(live[None, :], s, float(\"-inf\"))",
             "    m_new = tl.maximum(m, tl.max(s, axis=1))",
@@ -113,12 +114,16 @@ class SparseAttention(Op):
         bh = c.tile("hb")
         q, m, l, acc, kv, bias, s, m_new, p, alpha, sink, den = (c.local(x) for x in (
             "q", "m", "l", "acc", "kv", "bias", "s", "m_new", "p", "alpha", "sink", "den"))
-        row = f"t * {h} + hb * {bh}"
+        row = c.let("r0", f"t * {h} + hb * {bh}", "first row of this head tile")
+
+        key0 = c.let("key0", f"t * {keys}", "this token's first gathered row")
 
         def scores(n0: str) -> list[str]:
+            rows = f"{key0} + {n0} : {key0} + {n0} + {bn}" if n0 != "0" else f"{key0} : {key0} + {bn}"
+            cols = f"{n0} : {n0} + {bn}" if n0 != "0" else f"0:{bn}"
             return [
-                f"{kv} = {c.src('kv')}[t * {keys} + {n0} : t * {keys} + {n0} + {bn}, 0:{d}]",
-                f"{bias} = pl.cast({c.src('valid')}[t : t + 1, {n0} : {n0} + {bn}], target_type=pl.FP32)",
+                f"{kv} = {c.src('kv')}[{rows}, 0:{d}]",
+                f"{bias} = pl.cast({c.src('valid')}[t : t + 1, {cols}], target_type=pl.FP32)",
                 f"{bias} = pl.mul(pl.sub({bias}, 1.0), 1.0e30)  # 0 for a valid key, -1e30 otherwise",
                 f"{s} = pl.matmul({q}, {kv}, b_trans=True, out_dtype=pl.FP32)",
                 f"{s} = pl.col_expand_add(pl.mul({s}, {scale}), {bias})",

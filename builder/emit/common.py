@@ -33,7 +33,7 @@ def _item(head: str, text: str) -> list[str]:
 def docstring(tg: TypedGraph, sched: Schedule, constants: list[tuple[str, str, object]], backend_note: str) -> str:
     """Module docstring listing every parameter, output, derived constant and loop block."""
     spec = tg.spec
-    lines = textwrap.wrap(" ".join(spec.doc.split()), WIDTH) + [""] + backend_note.splitlines()
+    lines = textwrap.wrap(" ".join(spec.doc.split()), WIDTH - 3) + [""] + backend_note.splitlines()
     lines += ["", "Parameters:"]
     for name, t in tg.inputs.items():
         lines += _item(f"{name} ({t.describe()}):", spec.inputs[name].doc or "(no doc in the YAML)")
@@ -132,3 +132,57 @@ def dim_constants(tg: TypedGraph, code: str) -> list[tuple[str, int, str]]:
 def indent(lines: list[str], n: int) -> list[str]:
     pad = " " * n
     return [pad + line if line else line for line in lines]
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split at `sep` characters outside brackets and strings."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
+
+
+def _wrap(line: str) -> list[str]:
+    """One over-long statement broken after its last top-level call's `(`, one argument per line."""
+    pad = line[: len(line) - len(line.lstrip())]
+    code, _, comment = line.strip().partition("  # ")
+    lines = [f"{pad}# {comment}"] if comment else []
+    comma = "," if code.endswith(",") else ""
+    code = code[:-1] if comma else code
+    if len(pad) + len(code) + len(comma) <= WIDTH or not code.endswith(")"):
+        return lines + [pad + code + comma]
+    depth, open_at = 0, -1
+    for i in range(len(code) - 1, -1, -1):  # find the `(` matching the final `)`
+        depth += {")": 1, "(": -1}.get(code[i], 0)
+        if depth == 0:
+            open_at = i
+            break
+    args = [a.strip() for a in _split_top(code[open_at + 1:-1], ",") if a.strip()]
+    if open_at <= 0 or len(args) < 2:
+        return lines + [pad + code + comma]
+    inner = pad + "    "
+    body = [line for a in args for line in _wrap(f"{inner}{a},")]
+    return lines + [pad + code[: open_at + 1]] + body + [pad + ")" + comma]
+
+
+def wrap_long_lines(code: str) -> str:
+    """Break statements longer than WIDTH columns (outside docstrings) at their outermost call."""
+    out, in_doc = [], False
+    for line in code.split("\n"):
+        quotes = line.count('"""')
+        if not in_doc and len(line) > WIDTH and quotes == 0 and not line.lstrip().startswith("#"):
+            out += _wrap(line)
+        else:
+            out.append(line)
+        in_doc ^= quotes % 2 == 1
+    return "\n".join(out)

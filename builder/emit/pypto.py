@@ -19,7 +19,8 @@ from ..inits import recipe_call
 from ..schedule import LoopBlock, Schedule
 from ..spec import DType
 from ..stage_api import TORCH_NAMES, TensorType
-from .common import BodyCtx, Constants, call, dim_code, dim_constants, docstring, header, indent, tile_name, var
+from .common import (BodyCtx, Constants, call, dim_code, dim_constants, docstring, header, indent, tile_name, var,
+                     wrap_long_lines)
 
 NAME = "pypto"
 PL_DTYPE = {DType.bf16: "pl.BF16", DType.fp32: "pl.FP32", DType.int32: "pl.INT32", DType.int8: "pl.INT8"}
@@ -71,6 +72,7 @@ class PyptoCtx(BodyCtx):
                  setup: list[str]):
         super().__init__(stage, block, tg, consts)
         self._names, self._setup = names, setup
+        self.prologue: list[str] = []
 
     def src(self, port: str) -> str:
         return self._names.view(self.stage.inputs[port])
@@ -84,6 +86,12 @@ class PyptoCtx(BodyCtx):
 
     def local(self, name: str) -> str:
         return self._names.local(self.stage.id, name)
+
+    def let(self, name: str, code: str, comment: str = "") -> str:
+        """A stage-local scalar defined at the top of the stage's body; returns its name."""
+        local = self.local(name)
+        self.prologue.append(f"{local} = {code}" + (f"  # {comment}" if comment else ""))
+        return local
 
     def setup(self, buffers: list[tuple[str, list[str], DType]], body: list[str]) -> None:
         """Tensors computed once before this block's loops, in their own `pl.at` scope."""
@@ -119,7 +127,9 @@ def _block(block: LoopBlock, tg: TypedGraph, consts: Constants, names: Names) ->
     body: list[str] = []
     for stage in block.stages:
         body.append(f"# stage {stage.id} ({stage.op.name})")
-        body += stage.op.pypto(PyptoCtx(stage, block, tg, consts, names, setup))
+        ctx = PyptoCtx(stage, block, tg, consts, names, setup)
+        tile_body = stage.op.pypto(ctx)
+        body += ctx.prologue + tile_body
     depth = len(block.domain)
     scope = [f'with pl.at(level=pl.Level.CORE_GROUP, name_hint="{block.name}"):'] + indent(body, 4)
     return lines + setup + _loops(block) + indent(scope, 4 * depth)
@@ -181,10 +191,10 @@ def _harness(tg: TypedGraph, seed: int) -> list[str]:
         src = inspect.getsource(fn).rstrip()
         if src not in fns:
             fns.append(src)
-        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        init = f"lambda: {fn.__name__}({args}).to(torch.{TORCH_NAMES[t.dtype]})"
+        dtype = f"torch.{TORCH_NAMES[t.dtype]}"
+        args = ", ".join([fn.__name__, dtype] + [f"{k}={v!r}" for k, v in kwargs.items()])
         shape = ", ".join(dim_code(d.text) for d in t.shape)
-        specs.append(f'        TensorSpec("{name}", [{shape}], torch.{TORCH_NAMES[t.dtype]}, init_value={init}),')
+        specs.append(f'        TensorSpec("{name}", [{shape}], {dtype}, init_value=init({args})),')
     for name, ref in tg.outputs.items():
         t = tg.types[ref]
         shape = ", ".join(dim_code(d.text) for d in t.shape)
@@ -193,6 +203,9 @@ def _harness(tg: TypedGraph, seed: int) -> list[str]:
              '    """Inputs in the kernel\'s parameter order, with the YAML\'s deterministic init recipes."""',
              "    import torch",
              "    from golden import TensorSpec", "",
+             "    def init(recipe, dtype, /, **args):",
+             '        """An initializer: `recipe(**args)` as `dtype` (the YAML recipe\'s function above)."""',
+             "        return lambda: recipe(**args).to(dtype)", "",
              "    return ["] + specs + ["    ]"]
     return ["\n\n\n".join(fns), "\n".join(build)]
 
@@ -242,5 +255,5 @@ def emit(tg: TypedGraph, sched: Schedule, seed: int = 0) -> str:
     derived = [(n, c, v) for n, v, c in dims if c] + [(n, c, v) for n, (v, c) in consts.items.items()]
     head = [header(tg, NAME), docstring(tg, sched, derived, NOTE), "import pypto.language as pl",
             "\n".join(const_lines)]
-    return "\n\n".join(head) + "\n\n\n" + "\n\n\n".join([kernel] + tail) + "\n"
+    return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join([kernel] + tail) + "\n")
 

@@ -7,11 +7,13 @@ interpreter and a GPU produce the same bits.
 """
 from __future__ import annotations
 
+import textwrap
+
 from ..graph import Stage, TypedGraph
 from ..schedule import LoopBlock, Schedule
 from ..spec import DType
-from .common import (BodyCtx, Constants, call, dim_code, dim_constants, docstring, header, indent, tile_name,
-                     tuple_code, var)
+from .common import (WIDTH, BodyCtx, Constants, call, dim_code, dim_constants, docstring, header, indent, tile_name,
+                     tuple_code, var, wrap_long_lines)
 
 NAME = "triton"
 TL_DTYPE = {DType.bf16: "tl.bfloat16", DType.fp32: "tl.float32", DType.int32: "tl.int32", DType.int8: "tl.int8"}
@@ -81,8 +83,9 @@ def _kernel_name(block: LoopBlock) -> str:
 def _block_kernel(block: LoopBlock, tg: TypedGraph, consts: Constants, helpers: set[str]) -> list[str]:
     ops = ", ".join(f"{s.id} ({s.op.name})" for s in block.stages)
     lines = ["@triton.jit"] + call(f"def {_kernel_name(block)}", [ptr(r) for r in _refs(block)], tail=":")
-    lines += [f'    """Loop block {block.index}: {ops}.', "",
-              f"    One program per point of: {block.describe_domain()}.", '    """']
+    lines += [f'    """Loop block {block.index}: {ops}.', ""]
+    lines += textwrap.wrap(f"One program per point of: {block.describe_domain()}.", WIDTH,
+                           initial_indent="    ", subsequent_indent="    ") + ['    """']
     for i, axis in enumerate(block.domain):
         lines.append(f"    {axis.var} = tl.program_id({i})")
         if axis.tile != 1:
@@ -130,7 +133,7 @@ def _input_check(tg: TypedGraph) -> list[str]:
     return lines + [
         "}", "", "",
         "def check_inputs(tensors):",
-        '    """Fail early, naming the parameter, when a caller passes a tensor of the wrong shape or dtype."""',
+        '    """Fail early, naming the parameter, when a caller passes a tensor of another shape or dtype."""',
         "    for name, (shape, dtype) in EXPECTED_INPUTS.items():",
         "        t = tensors[name]",
         "        want = tuple(int(s) for s in shape)",
@@ -150,4 +153,4 @@ def emit(tg: TypedGraph, sched: Schedule) -> str:
     derived = [(n, c, v) for n, v, c in dims if c] + [(n, c, v) for n, (v, c) in consts.items.items()]
     head = [header(tg, NAME), docstring(tg, sched, derived, NOTE),
             "import torch\nimport triton\nimport triton.language as tl", "\n".join(const_lines)]
-    return "\n\n".join(head) + "\n\n\n" + "\n\n\n".join(helper_code + sections) + "\n"
+    return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(helper_code + sections) + "\n")
