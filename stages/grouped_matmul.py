@@ -12,6 +12,7 @@ from pydantic import Field
 from builder import expr
 from builder.spec import DimExpr, DType
 from builder.stage_api import TORCH_NAMES, Axis, Op, Params, StageError, TensorType, expect
+from stages.matmul_tiles import pypto_k_loop, tiles, triton_k_loop
 
 
 def golden_grouped_matmul(x, w, *, out_dtype):
@@ -29,24 +30,6 @@ class GroupedParams(Params):
     block_n: Optional[int] = Field(None, ge=16, description="output columns per program (default: min(N, 256))")
     block_k: Optional[int] = Field(None, ge=16, description="reduction depth per step (default: min(K, 512))")
     out_dtype: DType = DType.bf16
-
-
-def tiles(p, n, k, default_n: int, default_k: int) -> tuple[int, int]:
-    """(block_n, block_k): the params, or the defaults capped at the extents; each a power of two
-    dividing its extent, or a StageError."""
-    chosen = []
-    for name, tile, dim, default in (("block_n", p.block_n, n, default_n), ("block_k", p.block_k, k, default_k)):
-        tile = tile or min(dim.value, default)
-        if dim.value % tile or tile & (tile - 1):
-            raise StageError("bad-value", f"`{name}` = {tile} must be a power of two dividing {dim.text} = {dim.value}",
-                             param=name)
-        chosen.append(tile)
-    return tuple(chosen)
-
-
-def dot_rows(rows: int) -> int:
-    """Row tile for tl.dot: a power of two of at least 16 (the tensor-core minimum)."""
-    return max(16, 1 << (rows - 1).bit_length())
 
 
 DEFAULT_TILES = (256, 512)
@@ -84,45 +67,23 @@ class GroupedMatmul(Op):
         g, n, k = ins["w"].numel_shape
         return 2 * ins["x"].numel_shape[0] * n * k
 
-    def triton(self, c):
-        k_dim, n_dim = c.dim("x", 1), c.dim("w", 1)
-        t = c.dim("y", 0)
-        rows = c.const("ROWS", dot_rows(c.type("y").shape[0].value), f"{t} rows padded for tl.dot")
+    def _k_loop_args(self, c) -> dict:
         _, block_k = tiles(c.p, c.type("w").shape[1], c.type("x").shape[1], *DEFAULT_TILES)
-        bk = c.const("BLOCK_K", block_k, "reduction depth per step")
-        bn = c.tile("nb")
-        return [
-            f"r = tl.arange(0, {rows})",
-            f"n = nb * {bn} + tl.arange(0, {bn})",
-            f"live = r < {t}",
-            f"acc = tl.zeros([{rows}, {bn}], tl.float32)",
-            f"for k0 in range(0, {k_dim}, {bk}):",
-            f"    k = k0 + tl.arange(0, {bk})",
-            f"    x = tl.load({c.src('x')} + (g * {t} + r)[:, None] * {k_dim} + k[None, :], mask=live[:, None],"
-            " other=0.0)",
-            f"    w = tl.load({c.src('w')} + (g * {n_dim} + n)[:, None] * {k_dim} + k[None, :])",
-            "    acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision=\"ieee\")",
-            f"y = {c.cast_for('y', 'acc')}",
-            f"tl.store({c.dst('y')} + r[:, None] * {c.dim('y', 1)} + (g * {n_dim} + n)[None, :], y,"
-            " mask=live[:, None])",
+        return dict(a=c.src("x"), a_row0=f"g * {c.dim('y', 0)}", w=c.src("w"), rows=c.dim("y", 0),
+                    k_dim=c.dim("x", 1), block_k=block_k, dtype=c.type("x").dtype)
+
+    def triton(self, c):
+        col0 = f"g * {c.dim('w', 1)}"  # group g's first output column = its first weight row
+        return triton_k_loop(c, w_row0=col0, **self._k_loop_args(c)) + [
+            f"tl.store({c.dst('y')} + r[:, None] * {c.dim('y', 1)} + ({col0} + n)[None, :], "
+            f"{c.cast_for('y', 'acc')}, mask=live[:, None])",
         ]
 
     def pypto(self, c):
-        k_dim, n_dim, t = c.dim("x", 1), c.dim("w", 1), c.dim("y", 0)
-        _, block_k = tiles(c.p, c.type("w").shape[1], c.type("x").shape[1], *DEFAULT_TILES)
-        bk = c.const("BLOCK_K", block_k, "reduction depth per step")
-        bn = c.tile("nb")
-        acc = c.local("acc")
-        x0 = c.let("x0", f"g * {t}", "this group's rows of x")
-        n0 = c.let("n0", f"g * {n_dim} + nb * {bn}", "this tile's output columns (rows of w)")
-        x = lambda k0, k1: f"{c.src('x')}[{x0} : {x0} + {t}, {k0} : {k1}]"
-        w = lambda k0, k1: f"{c.src('w')}[{n0} : {n0} + {bn}, {k0} : {k1}]"
-        return [
-            f"{acc} = pl.matmul({x(0, bk)}, {w(0, bk)}, b_trans=True, out_dtype=pl.FP32)",
-            f"for k0 in pl.range({bk}, {k_dim}, {bk}):",
-            f"    {acc} = pl.matmul_acc({acc}, {x('k0', f'k0 + {bk}')}, {w('k0', f'k0 + {bk}')}, b_trans=True)",
-            f"{c.dst('y')}[0:{t}, {n0} : {n0} + {bn}] = {c.cast(acc, 'y')}",
-        ]
+        acc, bn = c.local("acc"), c.tile("nb")
+        n0 = c.let("n0", f"g * {c.dim('w', 1)} + nb * {bn}", "this tile's output columns = weight rows")
+        return pypto_k_loop(c, w_row0=n0, acc=acc, **self._k_loop_args(c)) + [
+            f"{c.dst('y')}[0:{c.dim('y', 0)}, {n0} : {n0} + {bn}] = {c.cast(acc, 'y')}"]
 
 
 OP = GroupedMatmul()

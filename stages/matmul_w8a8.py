@@ -11,7 +11,7 @@ from pydantic import Field
 
 from builder.spec import DType
 from builder.stage_api import TORCH_NAMES, Axis, Op, Params, TensorType, expect
-from stages.grouped_matmul import dot_rows, tiles
+from stages.matmul_tiles import pypto_k_loop, tiles, triton_k_loop
 
 
 def golden_matmul_w8a8(a, a_scale, w, w_scale, *, out_dtype):
@@ -65,41 +65,25 @@ class MatmulW8A8(Op):
         t, k = ins["a"].numel_shape
         return 2 * t * k * ins["w"].numel_shape[0]
 
-    def triton(self, c):
-        t, k_dim, n_dim = c.dim("a", 0), c.dim("a", 1), c.dim("w", 0)
-        rows = c.const("ROWS", dot_rows(c.type("a").shape[0].value), f"{t} rows padded for tl.dot")
+    def _k_loop_args(self, c) -> dict:
         _, block_k = tiles(c.p, c.type("w").shape[0], c.type("a").shape[1], *DEFAULT_TILES)
-        bk = c.const("BLOCK_K", block_k, "reduction depth per step")
-        bn = c.tile("nb")
-        return [
-            f"r = tl.arange(0, {rows})",
-            f"n = nb * {bn} + tl.arange(0, {bn})",
-            f"live = r < {t}",
-            f"acc = tl.zeros([{rows}, {bn}], tl.int32)",
-            f"for k0 in range(0, {k_dim}, {bk}):",
-            f"    k = k0 + tl.arange(0, {bk})",
-            f"    a = tl.load({c.src('a')} + r[:, None] * {k_dim} + k[None, :], mask=live[:, None], other=0)",
-            f"    w = tl.load({c.src('w')} + n[:, None] * {k_dim} + k[None, :])",
-            "    acc += tl.dot(a, tl.trans(w), out_dtype=tl.int32)",
+        return dict(a=c.src("a"), a_row0="0", w=c.src("w"), rows=c.dim("a", 0), k_dim=c.dim("a", 1),
+                    block_k=block_k, dtype=DType.int8)
+
+    def triton(self, c):
+        return triton_k_loop(c, w_row0="0", **self._k_loop_args(c)) + [
             f"a_scale = tl.load({c.src('a_scale')} + r, mask=live, other=0.0)",
             f"w_scale = tl.load({c.src('w_scale')} + n)",
             "y = acc.to(tl.float32) * a_scale[:, None] * w_scale[None, :]",
-            f"tl.store({c.dst('y')} + r[:, None] * {n_dim} + n[None, :], {c.cast_for('y', 'y')}, mask=live[:, None])",
+            f"tl.store({c.dst('y')} + r[:, None] * {c.dim('w', 0)} + n[None, :], {c.cast_for('y', 'y')}, "
+            "mask=live[:, None])",
         ]
 
     def pypto(self, c):
-        t, k_dim = c.dim("a", 0), c.dim("a", 1)
-        _, block_k = tiles(c.p, c.type("w").shape[0], c.type("a").shape[1], *DEFAULT_TILES)
-        bk = c.const("BLOCK_K", block_k, "reduction depth per step")
-        bn = c.tile("nb")
+        t, bn = c.dim("a", 0), c.tile("nb")
         acc, y = c.local("acc"), c.local("y")
         n0 = c.let("n0", f"nb * {bn}", "this tile's output channels")
-        a = lambda k0, k1: f"{c.src('a')}[0:{t}, {k0} : {k1}]"
-        w = lambda k0, k1: f"{c.src('w')}[{n0} : {n0} + {bn}, {k0} : {k1}]"
-        return [
-            f"{acc} = pl.matmul({a(0, bk)}, {w(0, bk)}, b_trans=True, out_dtype=pl.INT32)",
-            f"for k0 in pl.range({bk}, {k_dim}, {bk}):",
-            f"    {acc} = pl.matmul_acc({acc}, {a('k0', f'k0 + {bk}')}, {w('k0', f'k0 + {bk}')}, b_trans=True)",
+        return pypto_k_loop(c, w_row0=n0, acc=acc, **self._k_loop_args(c)) + [
             f"{y} = pl.row_expand_mul(pl.cast({acc}, target_type=pl.FP32), "
             f"pl.reshape({c.src('a_scale')}[0:1, 0:{t}], [{t}, 1]))",
             f"{y} = pl.col_expand_mul({y}, {c.src('w_scale')}[0:1, {n0} : {n0} + {bn}])",

@@ -1,0 +1,71 @@
+"""The K loop shared by the matmul stages: one output tile of `rows x block_n`, accumulated over K.
+
+`grouped_matmul` and `matmul_w8a8` differ only in where their rows start, their dtypes and their
+epilogue; the tiling, row padding and accumulation live here once per backend.
+"""
+from __future__ import annotations
+
+from builder.spec import DType
+from builder.stage_api import Dim, StageError
+
+
+def tiles(p, n: Dim, k: Dim, default_n: int, default_k: int) -> tuple[int, int]:
+    """(block_n, block_k): the params, or the defaults capped at the extents; each a power of two
+    dividing its extent, or a StageError."""
+    chosen = []
+    for name, tile, dim, default in (("block_n", p.block_n, n, default_n), ("block_k", p.block_k, k, default_k)):
+        tile = tile or min(dim.value, default)
+        if dim.value % tile or tile & (tile - 1):
+            raise StageError("bad-value", f"`{name}` = {tile} must be a power of two dividing {dim.text} = {dim.value}",
+                             param=name)
+        chosen.append(tile)
+    return tuple(chosen)
+
+
+def dot_rows(rows: int) -> int:
+    """Row tile for tl.dot: a power of two of at least 16 (the tensor-core minimum)."""
+    return max(16, 1 << (rows - 1).bit_length())
+
+
+def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, k_dim: str, block_k: int,
+                  dtype: DType) -> list[str]:
+    """`acc[r, n] = sum_k a[a_row0 + r, k] * w[w_row0 + n, k]` for the program's rows `r < rows` and
+    columns `n` (a tile of axis `nb`): fp32 accumulation for float inputs, int32 for int8."""
+    pad = c.const("ROWS", dot_rows(c.dims.value(rows)), f"{rows} rows padded for tl.dot")
+    bk = c.const("BLOCK_K", block_k, "reduction depth per step")
+    bn = c.tile("nb")
+    if dtype is DType.int8:
+        acc_type, dot = "tl.int32", "tl.dot(a, tl.trans(w), out_dtype=tl.int32)"
+    else:
+        acc_type = "tl.float32"
+        dot = 'tl.dot(a.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")'
+    a_rows = f"({a_row0} + r)" if a_row0 != "0" else "r"
+    w_rows = f"({w_row0} + n)" if w_row0 != "0" else "n"
+    return [
+        f"r = tl.arange(0, {pad})",
+        f"n = nb * {bn} + tl.arange(0, {bn})",
+        f"live = r < {rows}",
+        f"acc = tl.zeros([{pad}, {bn}], {acc_type})",
+        f"for k0 in range(0, {k_dim}, {bk}):",
+        f"    k = k0 + tl.arange(0, {bk})",
+        f"    a = tl.load({a} + {a_rows}[:, None] * {k_dim} + k[None, :], mask=live[:, None], other=0)",
+        f"    w = tl.load({w} + {w_rows}[:, None] * {k_dim} + k[None, :])",
+        f"    acc += {dot}",
+    ]
+
+
+def pypto_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, k_dim: str, block_k: int,
+                 dtype: DType, acc: str) -> list[str]:
+    """The same product as `pl.matmul` + `pl.matmul_acc` steps over K into the local `acc`; here
+    `w_row0` is the first weight row of this tile (Triton's `n` already carries the tile offset)."""
+    bk = c.const("BLOCK_K", block_k, "reduction depth per step")
+    bn = c.tile("nb")
+    out = "pl.INT32" if dtype is DType.int8 else "pl.FP32"
+    a_tile = lambda k0, k1: (f"{a}[{a_row0} : {a_row0} + {rows}, {k0} : {k1}]" if a_row0 != "0"
+                             else f"{a}[0:{rows}, {k0} : {k1}]")
+    w_tile = lambda k0, k1: f"{w}[{w_row0} : {w_row0} + {bn}, {k0} : {k1}]"
+    return [
+        f"{acc} = pl.matmul({a_tile(0, bk)}, {w_tile(0, bk)}, b_trans=True, out_dtype={out})",
+        f"for k0 in pl.range({bk}, {k_dim}, {bk}):",
+        f"    {acc} = pl.matmul_acc({acc}, {a_tile('k0', f'k0 + {bk}')}, {w_tile('k0', f'k0 + {bk}')}, b_trans=True)",
+    ]
