@@ -74,12 +74,14 @@ class SparseAttention(Op):
         n = ins["kv"].numel_shape[1]
         return 4 * t * h * n * d
 
-    def triton(self, c):
-        h, d, keys = c.dim("q", 1), c.dim("q", 2), c.dim("kv", 1)
+    def _names(self, c) -> tuple[str, ...]:
+        """(H, D, keys, scale constant, key-block constant, head tile constant) as code, for any backend."""
         text, value = self.scale(c.stage.in_types, c.p, c.dims)
-        scale = c.const("SCALE", value, text)
-        bn = c.const("BLOCK_N", c.p.block_n, "keys per online-softmax step")
-        bh = c.tile("hb")
+        return (c.dim("q", 1), c.dim("q", 2), c.dim("kv", 1), c.const("SCALE", value, text),
+                c.const("BLOCK_N", c.p.block_n, "keys per online-softmax step"), c.tile("hb"))
+
+    def triton(self, c):
+        h, d, keys, scale, bn, bh = self._names(c)
         return [
             f"h = hb * {bh} + tl.arange(0, {bh})",
             f"d = tl.arange(0, {d})",
@@ -107,11 +109,7 @@ class SparseAttention(Op):
         ]
 
     def pypto(self, c):
-        h, d, keys = c.dim("q", 1), c.dim("q", 2), c.dim("kv", 1)
-        text, value = self.scale(c.stage.in_types, c.p, c.dims)
-        scale = c.const("SCALE", value, text)
-        bn = c.const("BLOCK_N", c.p.block_n, "keys per online-softmax step")
-        bh = c.tile("hb")
+        h, d, keys, scale, bn, bh = self._names(c)
         q, m, l, acc, kv, bias, s, m_new, p, alpha, sink, den = (c.local(x) for x in (
             "q", "m", "l", "acc", "kv", "bias", "s", "m_new", "p", "alpha", "sink", "den"))
         row = c.let("r0", f"t * {h} + hb * {bh}", "first row of this head tile")
