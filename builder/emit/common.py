@@ -117,6 +117,13 @@ def tile_name(block, axis) -> str:
     return f"{block.stages[0].id.upper()}_{axis.var.upper()}_TILE"
 
 
+def add_tile_constants(block, consts: Constants, per: str) -> None:
+    """A named constant for each tiled axis of the block's domain (`per`: program, task, ...)."""
+    for axis in block.domain:
+        if axis.tile != 1:
+            consts.add(tile_name(block, axis), axis.tile, f"{axis.extent.text} tile per {per}")
+
+
 def used_names(code: str) -> set[str]:
     return set(re.findall(r"\b[A-Za-z_]\w*\b", code))
 

@@ -19,8 +19,8 @@ from ..inits import recipe_call
 from ..schedule import LoopBlock, Schedule
 from ..spec import DType
 from ..stage_api import TORCH_NAMES, TensorType
-from .common import (BodyCtx, Constants, call, dim_code, dim_constants, docstring, header, indent, tile_name, var,
-                     wrap_long_lines)
+from .common import (BodyCtx, Constants, add_tile_constants, call, dim_code, dim_constants, docstring, header,
+                     indent, tile_name, var, wrap_long_lines)
 
 NAME = "pypto"
 PL_DTYPE = {DType.bf16: "pl.BF16", DType.fp32: "pl.FP32", DType.int32: "pl.INT32", DType.int8: "pl.INT8"}
@@ -109,10 +109,13 @@ class PyptoCtx(BodyCtx):
 
 
 def _loops(block: LoopBlock) -> list[str]:
+    """The orchestration loop nest of a block: `pl.parallel` for parallel axes, `pl.range` otherwise."""
     lines = []
     for depth, axis in enumerate(block.domain):
         loop = "pl.parallel" if axis.parallel else "pl.range"
-        trips = dim_code(axis.extent.text) if axis.tile == 1 else f"{dim_code(axis.extent.text)} // {tile_name(block, axis)}"
+        trips = dim_code(axis.extent.text)
+        if axis.tile != 1:
+            trips += f" // {tile_name(block, axis)}"
         lines.append("    " * depth + f"for {axis.var} in {loop}({trips}):")
     return lines
 
@@ -120,9 +123,7 @@ def _loops(block: LoopBlock) -> list[str]:
 def _block(block: LoopBlock, tg: TypedGraph, consts: Constants, names: Names) -> list[str]:
     ops = ", ".join(f"{s.id} ({s.op.name}, {s.loc.file}:{s.loc.line})" for s in block.stages)
     lines = [f"# Loop block {block.index}: {ops}", f"# {block.describe_domain()}"]
-    for axis in block.domain:
-        if axis.tile != 1:
-            consts.add(tile_name(block, axis), axis.tile, f"{axis.extent.text} tile per task")
+    add_tile_constants(block, consts, "task")
     setup: list[str] = []
     body: list[str] = []
     for stage in block.stages:

@@ -12,7 +12,7 @@ import textwrap
 from ..graph import Stage, TypedGraph
 from ..schedule import LoopBlock, Schedule
 from ..spec import DType
-from .common import (WIDTH, BodyCtx, Constants, call, dim_code, dim_constants, docstring, header, indent, tile_name,
+from .common import (WIDTH, BodyCtx, Constants, add_tile_constants, call, dim_code, dim_constants, docstring, header, indent, tile_name,
                      tuple_code, var, wrap_long_lines)
 
 NAME = "triton"
@@ -86,10 +86,9 @@ def _block_kernel(block: LoopBlock, tg: TypedGraph, consts: Constants, helpers: 
     lines += [f'    """Loop block {block.index}: {ops}.', ""]
     lines += textwrap.wrap(f"One program per point of: {block.describe_domain()}.", WIDTH,
                            initial_indent="    ", subsequent_indent="    ") + ['    """']
+    add_tile_constants(block, consts, "program")
     for i, axis in enumerate(block.domain):
         lines.append(f"    {axis.var} = tl.program_id({i})")
-        if axis.tile != 1:
-            consts.add(tile_name(block, axis), axis.tile, f"{axis.extent.text} tile per program")
     for n, stage in enumerate(block.stages):
         if n:
             lines.append("    tl.debug_barrier()  # the next stage reads this program's stores")
