@@ -156,12 +156,6 @@ class Axis:
         return f"{self.var} over {self.extent.text}={self.extent.value}{tile} ({kind})"
 
 
-@dataclass(frozen=True)
-class Cost:
-    flops: int
-    bytes: int
-
-
 class Op:
     """Base class of stage ops. Subclasses set the ClassVars and implement the methods."""
 
