@@ -33,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", action="append", metavar="NAME", help="only this kernel (repeatable)")
     p.add_argument("--sizes", metavar="NAME", help="size set to emit and verify (default: each kernel's "
                                                    "default_sizes, normally `small`)")
-    p.add_argument("--backend", choices=BACKENDS + ("all",), default="triton", help="code generator (default triton)")
+    p.add_argument("--backend", choices=BACKENDS + ("all",), default="all",
+                   help="code generator: triton, pypto, or all of them (default)")
     p.add_argument("--out-dir", default="generated", metavar="DIR",
                    help="where emitted files go, one folder per kernel (default: generated/)")
     p.add_argument("--check", action="store_true", help="CI mode: emit and verify in memory, write nothing")
