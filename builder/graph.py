@@ -70,8 +70,8 @@ def _dim(dims: Dims, text: Any, path: tuple):
         d = dims.dim(text)
     except expr.ExprError as e:
         raise _DimError(e, path) from None
-    if not isinstance(d.value, int) or d.value < 0:
-        raise _DimError(expr.ExprError("bad-value", f"extent `{text}` = {d.value} is not a whole number >= 0"),
+    if not isinstance(d.value, int) or d.value < 1:
+        raise _DimError(expr.ExprError("bad-value", f"extent `{text}` = {d.value} is not a whole number >= 1"),
                         path)
     return d
 

@@ -210,6 +210,11 @@ def _bad_value_negative_extent(b: str) -> Expect:
     return Expect(t, position(t, "H - 100"), ("attn_sink", "H - 100"))
 
 
+def _bad_value_zero_extent(b: str) -> Expect:
+    t = edit(b, "        shape: [H]\n", "        shape: [H - H]\n", after=SINK)
+    return Expect(t, position(t, "H - H"), ("attn_sink", "H - H", ">= 1"))
+
+
 def _bad_value_zero_divisor(b: str) -> Expect:
     """A param the op's shape rule divides by is 0: a diagnostic, not a ZeroDivisionError."""
     pack = (MAIN, "\n      pack:")
@@ -254,6 +259,7 @@ CASES = {
     "bad-value/enum": Case("bad-value", _bad_value_enum),
     "bad-value/literal": Case("bad-value", _bad_value_literal),
     "bad-value/negative-extent": Case("bad-value", _bad_value_negative_extent),
+    "bad-value/zero-extent": Case("bad-value", _bad_value_zero_extent),
     "bad-value/zero-divisor": Case("bad-value", _bad_value_zero_divisor),
     "illegal-fuse": Case("illegal-fuse", _illegal_fuse),
 }
