@@ -5,14 +5,12 @@ rounded to `out_dtype` and flattened to `[T, groups * N]`.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from pydantic import Field
 
 from builder import expr
-from builder.spec import DimExpr, DType
-from builder.stage_api import TORCH_NAMES, Axis, Op, Params, StageError, TensorType, expect
-from stages.matmul_tiles import pypto_k_loop, tiles, triton_k_loop
+from builder.spec import DimExpr
+from builder.stage_api import TORCH_NAMES, Axis, Op, StageError, TensorType, expect
+from stages.matmul_tiles import MatmulParams, pypto_k_loop, tiles, triton_k_loop
 
 
 def golden_grouped_matmul(x, w, *, out_dtype):
@@ -25,14 +23,11 @@ def golden_grouped_matmul(x, w, *, out_dtype):
     return {"y": y.reshape(y.shape[0], groups * n).to(getattr(torch, out_dtype))}
 
 
-class GroupedParams(Params):
+class GroupedParams(MatmulParams):
     groups: DimExpr = Field(description="number of groups (leading dim of the weight)")
-    block_n: Optional[int] = Field(None, ge=16, description="output columns per program (default: min(N, 256))")
-    block_k: Optional[int] = Field(None, ge=16, description="reduction depth per step (default: min(K, 512))")
-    out_dtype: DType = DType.bf16
 
 
-DEFAULT_TILES = (256, 512)
+DEFAULT_TILES = (256, 512)  # (block_n, block_k) when not given, capped at the extents
 
 
 class GroupedMatmul(Op):

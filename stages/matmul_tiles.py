@@ -5,8 +5,20 @@ epilogue; the tiling, row padding and accumulation live here once per backend.
 """
 from __future__ import annotations
 
+from typing import Optional
+
+from pydantic import Field
+
 from builder.spec import DType
-from builder.stage_api import Dim, StageError
+from builder.stage_api import Dim, Params, StageError
+
+
+class MatmulParams(Params):
+    """Tile params of a matmul stage; each op documents its own defaults (`DEFAULT_TILES`)."""
+
+    block_n: Optional[int] = Field(None, ge=16, description="output columns per program (default: the op's)")
+    block_k: Optional[int] = Field(None, ge=16, description="reduction depth per step (default: the op's)")
+    out_dtype: DType = DType.bf16
 
 
 def tiles(p, n: Dim, k: Dim, default_n: int, default_k: int) -> tuple[int, int]:

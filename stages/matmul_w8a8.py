@@ -5,13 +5,9 @@ per-output-channel weight scale).
 """
 from __future__ import annotations
 
-from typing import Optional
-
-from pydantic import Field
-
 from builder.spec import DType
-from builder.stage_api import TORCH_NAMES, Axis, Op, Params, TensorType, expect
-from stages.matmul_tiles import pypto_k_loop, tiles, triton_k_loop
+from builder.stage_api import TORCH_NAMES, Axis, Op, TensorType, expect
+from stages.matmul_tiles import MatmulParams, pypto_k_loop, tiles, triton_k_loop
 
 
 def golden_matmul_w8a8(a, a_scale, w, w_scale, *, out_dtype):
@@ -21,12 +17,6 @@ def golden_matmul_w8a8(a, a_scale, w, w_scale, *, out_dtype):
     acc = (a.double() @ w.double().T).float()  # exact: |acc| < 2**53
     y = acc * a_scale.float()[:, None] * w_scale.float()[None, :]
     return {"y": y.to(getattr(torch, out_dtype))}
-
-
-class W8A8Params(Params):
-    block_n: Optional[int] = Field(None, ge=16, description="output columns per program (default: min(N, 512))")
-    block_k: Optional[int] = Field(None, ge=16, description="reduction depth per step (default: min(K, 512))")
-    out_dtype: DType = DType.bf16
 
 
 # (block_n, block_k) defaults: an Ascend cube's 512 KiB L1 holds a [512, 512] int8 weight step next to
@@ -40,7 +30,7 @@ class MatmulW8A8(Op):
     inputs = {"a": "[T, K] int8 activations", "a_scale": "[T] fp32 per-row dequant scale",
               "w": "[N, K] int8 weights", "w_scale": "[N] fp32 per-output-channel dequant scale"}
     outputs = {"y": "[T, N] dequantized result"}
-    Params = W8A8Params
+    Params = MatmulParams
     golden_fn = golden_matmul_w8a8
     flops_kind = "int8"
 

@@ -56,21 +56,25 @@ class Pack(Op):
     def golden_args(self, p, dims, types):
         return {"groups": int(dims.value(p.groups))}
 
+    def _nope(self, c) -> str:
+        """Code for the count of lanes kept from `x` (the kernel's NOPE dim when it defines one)."""
+        return c.expr(f"{c.type('x').shape[2].text} - {c.type('rope').shape[2].text}")
+
     def triton(self, c):
         h, d, rope = c.dim("x", 1), c.dim("x", 2), c.dim("rope", 2)
         per_group = f"({h} // {c.expr(c.p.groups)})"
-        t_dim = c.dim("x", 0)
+        t_dim, nope = c.dim("x", 0), self._nope(c)
         return [
             f"h = hb * {c.tile('hb')} + tl.arange(0, {c.tile('hb')})",
             f"d = tl.arange(0, {d})",
-            f"nope = d < {d} - {rope}",
+            f"kept = d < {nope}",
             f"x = tl.load({c.src('x')} + (t * {h} + h)[:, None] * {d} + d[None, :])",
-            f"r = tl.load({c.src('rope')} + (t * {h} + h)[:, None] * {rope} + (d - ({d} - {rope}))[None, :],"
-            " mask=~nope[None, :], other=0.0)",
+            f"r = tl.load({c.src('rope')} + (t * {h} + h)[:, None] * {rope} + (d - {nope})[None, :],"
+            " mask=~kept[None, :], other=0.0)",
             f"row = (h // {per_group}) * {t_dim} + t",
             f"col = (h % {per_group}) * {d}",
             f"tl.store({c.dst('packed')} + (row * {per_group} * {d} + col)[:, None] + d[None, :],"
-            " tl.where(nope[None, :], x, r))",
+            " tl.where(kept[None, :], x, r))",
         ]
 
     def pypto(self, c):
@@ -78,7 +82,7 @@ class Pack(Op):
         bh = c.tile("hb")
         per_group = f"({h} // {c.expr(c.p.groups)})"
         head, row, col, src = (c.local(v) for v in ("head", "row", "col", "src"))
-        nope = c.expr(f"{c.type('x').shape[2].text} - {c.type('rope').shape[2].text}")
+        nope = self._nope(c)
         return [
             f"for {c.local('i')} in pl.range({bh}):",
             f"    {head} = hb * {bh} + {c.local('i')}",

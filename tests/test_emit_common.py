@@ -2,12 +2,14 @@
 and a file that `build` writes only when its content changes."""
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
 
 import pytest
 
+import builder
 from builder.cli import run as build
 
 BACKENDS = ["triton", "pypto"]
@@ -20,6 +22,26 @@ def test_emit_is_byte_identical_across_processes(backend):
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout for seed in ("1", "2")]
     assert runs[0] == runs[1] and runs[0].startswith("# @generated from kernels.yaml:")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_header_and_docstring_document_every_parameter(backend):
+    k = builder.load("kernels.yaml")["dsv4_sparse_attn_decode"]
+    src = k.emit(backend)
+    assert src.startswith(f"# @generated from kernels.yaml:{k.spec.loc.line} by `build` — do not edit.")
+    doc = ast.get_docstring(ast.parse(src))
+    tg, sched = k.typed()
+    for name, t in tg.inputs.items():
+        assert f"\n    {name} ({t.describe()}): {k.spec.inputs[name].doc.split()[0]}" in doc, name
+    for name, ref in tg.outputs.items():
+        assert f"\n    {name} ({tg.types[ref].describe()}):" in doc, name
+    defined = {t.id for n in ast.parse(src).body if isinstance(n, ast.Assign) for t in n.targets}
+    for dim in set(k.spec.dims) & defined:  # every derived dim the code uses is explained
+        assert f"\n    {dim} = {tg.dims[dim]}: {k.spec.dims[dim]}" in doc, dim
+    assert set(k.spec.dims) & defined
+    for b in sched.blocks:
+        assert f"\n    {b.index}. {b.stages[0].id} ({b.stages[0].op.name}, kernels.yaml:" in doc
+    assert "selector" in doc  # says why no selector inputs exist
 
 
 def test_build_writes_each_backend_file_only_when_it_changes(tmp_path, capsys):
