@@ -120,8 +120,8 @@ def run(argv: list[str] | None = None) -> int:
     for k in kernels:
         tg, sched = k.typed(args.sizes)
         entry = {"kernel": k.name, "line": k.spec.loc.line, "sizes": tg.dims.size_set,
-                 "stages": len(tg.stages), "loop_blocks": [b.name for b in sched.blocks], "backends": {}}
-        entry["speed_of_light"] = sol.report(tg, sched)
+                 "stages": len(tg.stages), "loop_blocks": [b.name for b in sched.blocks],
+                 "speed_of_light": sol.report(tg, sched), "backends": {}}
         lines = [f"{k.name} ({k.spec.loc.file}:{k.spec.loc.line}), sizes {tg.dims.size_set}: "
                  f"{len(tg.stages)} stages in {len(sched.blocks)} loop blocks", sol.summary(tg, sched)]
         for backend in backends:
