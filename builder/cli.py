@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .diagnostics import SpecError
 from .emit import BACKENDS
+from .files import write_if_changed
 
 
 class UsageError(Exception):
@@ -60,18 +59,6 @@ def _progress(kernel: str, backend: str):
     if not sys.stderr.isatty():
         return None
     return lambda msg: print(f"  [{kernel} {backend}] {msg}...", file=sys.stderr, flush=True)
-
-
-def _write_if_changed(path: Path, text: str) -> bool:
-    """Atomic write, skipped when the file already holds `text` (keeps mtimes and rebuilds quiet)."""
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return True
 
 
 def _select(lib, names):
@@ -129,7 +116,7 @@ def run(argv: list[str] | None = None) -> int:
             info: dict = {"status": "emitted"}
             if not args.check:
                 path = Path(args.out_dir) / k.name / f"{k.name}_{backend}.py"
-                changed = _write_if_changed(path, code)
+                changed = write_if_changed(path, code)
                 info["file"] = str(path)
                 lines.append(f"  {backend}: {'wrote' if changed else 'unchanged'} {path}")
             if not args.no_verify:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..diagnostics import SpecError
-from . import FORMATS, RenderError, format_for, models, render_models, write_if_changed
+from ..files import write_if_changed
+from . import FORMATS, RenderError, format_for, models, render_models
 
 
 class GraphUsageError(Exception):
