@@ -84,10 +84,7 @@ def run(argv: list[str] | None = None) -> int:
         for k in kernels:
             k.size_set(args.sizes)
     except SpecError as exc:
-        for d in exc.diagnostics:
-            print(d.render(), file=sys.stderr)
-        n = len(exc.diagnostics)
-        print(f"{args.file}: {n} error{'s' * (n != 1)}; nothing was written", file=sys.stderr)
+        print(exc.report(args.file), file=sys.stderr)
         if args.json:
             print(json.dumps({"status": "invalid", "diagnostics": [d.as_json() for d in exc.diagnostics]}, indent=2))
         return 2

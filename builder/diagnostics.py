@@ -96,6 +96,12 @@ class SpecError(Exception):
         self.diagnostics = sorted(diagnostics, key=lambda d: (d.loc, d.rule))
         super().__init__("\n".join(d.render() for d in self.diagnostics))
 
+    def report(self, file: str) -> str:
+        """Every diagnostic, then a count that says nothing was written (what the CLI prints)."""
+        n = len(self.diagnostics)
+        return "\n".join([d.render() for d in self.diagnostics]
+                         + [f"{file}: {n} error{'s' * (n != 1)}; nothing was written"])
+
 
 @dataclass
 class DiagnosticSink:

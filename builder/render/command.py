@@ -32,10 +32,7 @@ def run(args, lib, kernels) -> int:
             if fmt not in rendered:
                 rendered[fmt] = render_models(kernel_models, fmt)
     except SpecError as exc:
-        for d in exc.diagnostics:
-            print(d.render(), file=sys.stderr)
-        n = len(exc.diagnostics)
-        print(f"{getattr(exc, 'file', args.against)}: {n} error{'s' * (n != 1)}; nothing was written", file=sys.stderr)
+        print(exc.report(getattr(exc, "file", args.against)), file=sys.stderr)
         return 2
     except (GraphUsageError, RenderError) as exc:
         print(f"build: error: {exc}", file=sys.stderr)
