@@ -23,6 +23,7 @@ class Kernel:
 
     def __init__(self, spec: KernelSpec, typed: dict[str, tuple[TypedGraph, Schedule]]):
         self.spec, self._typed = spec, typed
+        self._code: dict[tuple[str, str], str] = {}  # (backend, size set) -> emitted source
 
     @property
     def name(self) -> str:
@@ -61,10 +62,14 @@ class Kernel:
         return run_golden(self.typed(sizes)[0], inputs, intermediates)
 
     def emit(self, backend: str = "triton", sizes: Optional[str] = None) -> str:
+        """Generated source; deterministic, so emitted once per backend and size set (`build` writes
+        it and `verify` runs the same text)."""
         from .emit import backend as get_backend
 
-        tg, sched = self.typed(sizes)
-        return get_backend(backend).emit(tg, sched)
+        key = (backend, self.size_set(sizes))
+        if key not in self._code:
+            self._code[key] = get_backend(backend).emit(*self.typed(sizes))
+        return self._code[key]
 
     def run(self, inputs: Mapping, backend: str = "triton", sizes: Optional[str] = None) -> dict:
         from .runtime import run_emitted
