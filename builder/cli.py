@@ -1,17 +1,21 @@
 """`build`: validate, schedule, emit and verify the kernels of a YAML file.
 
-Exit status: 0 everything requested succeeded; 1 a numerical check failed; 2 invalid spec or usage.
+Exit status: 0 everything requested succeeded; 1 a numerical check failed; 2 invalid spec or usage;
+3 an internal error (a bug of the tool: the traceback is printed).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from pathlib import Path
+import traceback
 
 from .diagnostics import SpecError
 from .emit import BACKENDS
-from .files import write_if_changed
+from .files import OutputError, write_set
+
+MAX_SEED = 2**31 - 1
 
 
 class UsageError(Exception):
@@ -23,6 +27,24 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"build: error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"the seed must be between 0 and {MAX_SEED}")
+    return value
+
+
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def _bytes(text: str) -> int:
+    """`8589934592`, `8G`, `512M`..."""
+    m = re.fullmatch(r"\s*(\d{1,15})\s*([kmgt]?)i?b?\s*", text.lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 8G or 512M")
+    return int(m.group(1)) * _UNITS[m.group(2)]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,7 +60,9 @@ def parser() -> argparse.ArgumentParser:
                    help="where emitted files go, one folder per kernel (default: generated/)")
     p.add_argument("--check", action="store_true", help="CI mode: emit and verify in memory, write nothing")
     p.add_argument("--no-verify", action="store_true", help="skip the numerical checks against the golden")
-    p.add_argument("--seed", type=int, default=0, help="seed of the deterministic input fixtures (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the deterministic input fixtures (default 0)")
+    p.add_argument("--max-bytes", type=_bytes, default=None, metavar="SIZE",
+                   help="largest total size of one kernel's tensors at a size set, e.g. 16G (default 8G)")
     p.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
     p.add_argument("--graph", action="store_true", help="render the stage graphs and loop blocks instead")
     from .render import FORMATS as GRAPH_FORMATS
@@ -77,19 +101,21 @@ def run(argv: list[str] | None = None) -> int:
     if graph_only and not args.graph:
         parser().error(f"{graph_only[0]} needs --graph")
     from . import load, sol
+    from .library import DEFAULT_MAX_BYTES
 
     try:
-        lib = load(args.file)
+        lib = load(args.file, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES)
         kernels = _select(lib, args.kernel)
         for k in kernels:
-            k.size_set(args.sizes)
+            if args.sizes is not None and args.sizes not in k.spec.sizes:
+                raise UsageError(f"kernel {k.name} has no size set {args.sizes!r}; it has {', '.join(k.spec.sizes)}")
     except SpecError as exc:
         print(exc.report(args.file), file=sys.stderr)
         if args.json:
             print(json.dumps({"status": "invalid", "diagnostics": [d.as_json() for d in exc.diagnostics]}, indent=2))
         return 2
-    except (UsageError, KeyError) as exc:
-        print(f"build: error: {exc.args[0]}", file=sys.stderr)
+    except UsageError as exc:
+        print(f"build: error: {exc}", file=sys.stderr)
         return 2
     for w in lib.warnings:
         print(w.render(), file=sys.stderr)
@@ -100,6 +126,16 @@ def run(argv: list[str] | None = None) -> int:
         return graph(args, lib, kernels)
 
     backends = BACKENDS if args.backend == "all" else (args.backend,)
+    # Everything is emitted before anything is written: a build writes all its files or none.
+    code = {(k.name, b): k.emit(b, args.sizes) for k in kernels for b in backends}
+    paths = {key: f"{key[0]}/{key[0]}_{key[1]}.py" for key in code}
+    changed: dict = {}
+    if not args.check:
+        try:
+            changed = write_set(args.out_dir, {paths[key]: text for key, text in code.items()})
+        except OutputError as exc:
+            print(f"build: error: {exc}; nothing was written", file=sys.stderr)
+            return 2
     results, failed = [], False
     for k in kernels:
         tg, sched = k.typed(args.sizes)
@@ -109,13 +145,11 @@ def run(argv: list[str] | None = None) -> int:
         lines = [f"{k.name} ({k.spec.loc.file}:{k.spec.loc.line}), sizes {tg.dims.size_set}: "
                  f"{len(tg.stages)} stages in {len(sched.blocks)} loop blocks", sol.summary(tg, sched)]
         for backend in backends:
-            code = k.emit(backend, args.sizes)
             info: dict = {"status": "emitted"}
             if not args.check:
-                path = Path(args.out_dir) / k.name / f"{k.name}_{backend}.py"
-                changed = write_if_changed(path, code)
-                info["file"] = str(path)
-                lines.append(f"  {backend}: {'wrote' if changed else 'unchanged'} {path}")
+                path = f"{args.out_dir}/{paths[k.name, backend]}"
+                info["file"] = path
+                lines.append(f"  {backend}: {'wrote' if changed[paths[k.name, backend]] else 'unchanged'} {path}")
             if not args.no_verify:
                 from .verify import describe
 
@@ -134,4 +168,14 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    try:
+        status = run()
+    except KeyboardInterrupt:
+        print("build: interrupted", file=sys.stderr)
+        status = 130
+    except Exception:  # a bug of the tool, never of the input: keep the traceback, say so
+        traceback.print_exc()
+        print("build: internal error (exit 3): the traceback above is a bug of the tool, please report it",
+              file=sys.stderr)
+        status = 3
+    sys.exit(status)

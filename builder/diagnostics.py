@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 RULES = {
     "yaml-syntax": "the file is not valid YAML",
@@ -28,6 +28,16 @@ RULES = {
     "bad-expr": "an expression that is not plain arithmetic over dims",
     "bad-value": "a value outside the range its parameter accepts",
     "illegal-fuse": "a `fuse:` group the schedule cannot run as one loop block",
+    "bad-name": "a name that cannot become an identifier of generated code or a file name",
+    "bad-tag": "a YAML tag outside the core schema (a spec holds only strings, numbers, booleans, null)",
+    "missing-file": "the spec file does not exist",
+    "not-a-file": "the spec path is not a regular file, or cannot be opened",
+    "file-too-large": "the spec file is larger than the loader reads",
+    "too-deep": "YAML nested deeper than the loader allows",
+    "too-many-nodes": "YAML whose aliases expand to more nodes than the loader allows",
+    "expr-too-complex": "a dim expression beyond the evaluator's bounds (length, operations, magnitude)",
+    "tensor-too-large": "a tensor larger than the byte limit (`--max-bytes`)",
+    "too-many-stages": "a kernel with more stages than the loader allows",
 }
 
 
@@ -53,12 +63,23 @@ DEFAULT_HINTS = {
     "bad-expr": "write plain arithmetic over dims and numbers: + - * / // % **, min(), max()",
     "bad-value": "see the accepted range in the op's or schema's description",
     "illegal-fuse": "fuse only adjacent stages with one iteration domain, or drop the `fuse:` group",
+    "bad-name": "use letters, digits and `_`, starting with a letter",
+    "bad-tag": "remove the tag",
+    "missing-file": "run `build` where kernels.yaml is, or name the file with `--file`",
+    "not-a-file": "name a YAML file with `--file`",
+    "file-too-large": "split the library into several files",
+    "too-deep": "a kernel spec needs only a few levels of nesting",
+    "too-many-nodes": "use fewer or smaller aliases",
+    "expr-too-complex": "write a short expression; compute large constants outside the spec",
+    "tensor-too-large": "use smaller sizes, or raise the limit with `--max-bytes`",
+    "too-many-stages": "split the kernel",
 }
 assert set(DEFAULT_HINTS) == set(RULES)
 
 
-@dataclass(frozen=True, order=True)
-class Location:
+class Location(NamedTuple):
+    """A place in a spec file (a tuple, so that a loader can make one per YAML node cheaply)."""
+
     file: str
     line: int
     col: int

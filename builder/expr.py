@@ -1,12 +1,21 @@
 """Dim expressions: plain arithmetic over named dims (`D - ROPE`, `O_GROUPS * T`, `D ** -0.5`).
 
-Parsed with `ast` and evaluated by a small whitelist, never `eval`.
+Parsed with `ast` and evaluated by a small whitelist, never `eval`. An expression is untrusted input,
+so its cost is bounded: its length and operation count, exponents (no `10 ** 10 ** 10`), and every
+intermediate value (integers within int64, floats finite and real).
 """
 from __future__ import annotations
 
 import ast
+import math
 import operator
+from functools import lru_cache
 from typing import Mapping
+
+MAX_TEXT = 200
+MAX_NODES = 64
+MAX_EXPONENT = 64
+INT64 = 2**63
 
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.FloorDiv: operator.floordiv, ast.Div: operator.truediv, ast.Mod: operator.mod,
@@ -15,26 +24,38 @@ _FUNCS = {"min": min, "max": max}
 
 
 class ExprError(ValueError):
-    """`kind` is `bad-expr` or `undefined-dim`; `names` lists the unknown dims."""
+    """`kind` is `bad-expr`, `expr-too-complex` or `undefined-dim` (a diagnostic rule id); `names` lists
+    the unknown dims."""
 
     def __init__(self, kind: str, message: str, names: tuple[str, ...] = ()):
         super().__init__(message)
         self.kind, self.names = kind, names
 
 
+@lru_cache(maxsize=4096)
 def _parse(text: str) -> ast.expr:
+    text = str(text)
+    if len(text) > MAX_TEXT:
+        raise ExprError("expr-too-complex", f"`{text[:40]}...` is longer than {MAX_TEXT} characters")
     try:
-        tree = ast.parse(str(text).strip(), mode="eval").body
-    except SyntaxError:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except (SyntaxError, ValueError):  # ValueError: a NUL character
         raise ExprError("bad-expr", f"`{text}` is not an arithmetic expression") from None
-    for node in ast.walk(tree):
+    except (RecursionError, MemoryError):
+        raise ExprError("expr-too-complex", f"`{text[:40]}` nests too deeply") from None
+    nodes = list(ast.walk(tree))
+    if len(nodes) > MAX_NODES:
+        raise ExprError("expr-too-complex", f"`{text[:40]}...` has more than {MAX_NODES} terms and operators")
+    for node in nodes:
         ok = isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Call, ast.Load,
                                ast.USub, ast.UAdd, *_BINOPS))
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
             ok = False
         if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _FUNCS
-                                               and not node.keywords):
-            ok = False
+                                               and not node.keywords and len(node.args) >= 2
+                                               and not any(isinstance(a, ast.Starred) for a in node.args)):
+            raise ExprError("bad-expr", f"`{text}` calls `{ast.unparse(node)}`; min() and max() take two or "
+                                        "more expressions")
         if not ok:
             raise ExprError("bad-expr", f"`{text}` uses `{ast.unparse(node)}`; only + - * / // % **, "
                                         "min() and max() over dims and numbers are allowed")
@@ -54,7 +75,7 @@ def evaluate(text: str | int | float, env: Mapping[str, int | float]) -> int | f
     if isinstance(text, bool):
         raise ExprError("bad-expr", f"`{text}` is a boolean, not a number")
     if isinstance(text, (int, float)):
-        return text
+        return _checked(text, str(text))
     tree = _parse(text)
     missing = tuple(sorted(names(text) - set(env)))
     if missing:
@@ -62,19 +83,37 @@ def evaluate(text: str | int | float, env: Mapping[str, int | float]) -> int | f
 
     def ev(node: ast.expr):
         if isinstance(node, ast.Constant):
-            return node.value
+            return _checked(node.value, text)
         if isinstance(node, ast.Name):
             return env[node.id]
         if isinstance(node, ast.UnaryOp):
             return -ev(node.operand) if isinstance(node.op, ast.USub) else ev(node.operand)
         if isinstance(node, ast.Call):
             return _FUNCS[node.func.id](*(ev(a) for a in node.args))
+        left, right = ev(node.left), ev(node.right)
+        if isinstance(node.op, ast.Pow) and (abs(right) > MAX_EXPONENT or isinstance(node.left, ast.BinOp)
+                                             and isinstance(node.left.op, ast.Pow)):
+            raise ExprError("expr-too-complex", f"`{text}`: exponents are limited to {MAX_EXPONENT} and "
+                                                "cannot be stacked")
         try:
-            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
+            return _checked(_BINOPS[type(node.op)](left, right), text)
         except ZeroDivisionError:
             raise ExprError("bad-expr", f"`{text}` divides by zero") from None
+        except OverflowError:
+            raise ExprError("expr-too-complex", f"`{text}` overflows") from None
 
     return ev(tree)
+
+
+def _checked(value, text: str):
+    """A value every later step can hold: a real, finite number; integers within int64."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ExprError("bad-expr", f"`{text}` is not a real number (got {type(value).__name__})")
+    if isinstance(value, int) and not -INT64 <= value < INT64:
+        raise ExprError("expr-too-complex", f"`{text}` leaves the int64 range")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ExprError("expr-too-complex", f"`{text}` is not finite")
+    return value
 
 
 def normalize(text: str | int | float) -> str:
@@ -91,3 +130,24 @@ def quotient(text: str | int, divisor: str | int) -> str:
         if ast.unparse(tree.right) == div:
             return ast.unparse(tree.left)
     return f"({text}) // {divisor}" if not str(text).isidentifier() else f"{text} // {divisor}"
+
+
+def parse_tree(text: str) -> ast.expr:
+    """The checked syntax tree of an expression (ExprError if it is not plain arithmetic)."""
+    return _parse(str(text))
+
+
+def unparse_names(tree: ast.expr, rename) -> str:
+    """Canonical code of `tree` with each dim name `n` written as `rename(n)` (function names kept)."""
+
+    class Rename(ast.NodeTransformer):
+        def visit_Call(self, node: ast.Call) -> ast.Call:
+            node.args = [self.visit(a) for a in node.args]
+            return node
+
+        def visit_Name(self, node: ast.Name) -> ast.Name:
+            return ast.copy_location(ast.Name(rename(node.id), ast.Load()), node)
+
+    import copy
+
+    return ast.unparse(Rename().visit(copy.deepcopy(tree)))

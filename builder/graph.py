@@ -104,6 +104,7 @@ def _check_init_recipes(spec: KernelSpec, dims: Dims, types: Mapping[str, Tensor
             report_validation(exc, sink, lambda p, key, path=path: where(path + tuple(p), key), RECIPES[recipe])
     for name, (shape, recipe, seed) in recipes.items():
         try:
+            recipe.check_rank(name, shape)
             recipe.call(dims, shape, seed, recipes)
         except expr.ExprError as e:
             sink.error(e.kind, f"input `{name}` init: {e}", where(("inputs", name, "init"), False))
@@ -111,8 +112,22 @@ def _check_init_recipes(spec: KernelSpec, dims: Dims, types: Mapping[str, Tensor
             sink.error("bad-value", f"input `{name}` init: {e}", where(("inputs", name, "init"), False))
 
 
+def _check_bytes(types: Mapping[str, TensorType], size_set: str, max_bytes: int, sink: DiagnosticSink,
+                 where: Where) -> bool:
+    """The tensors a size set implies (inputs and every stage output) fit in `max_bytes` together."""
+    total = sum(t.nbytes for t in types.values())
+    if total <= max_bytes:
+        return True
+    largest = sorted(types.items(), key=lambda item: -item[1].nbytes)[:3]
+    shown = ", ".join(f"`{ref}` {t.describe()} ({t.nbytes:,} B)" for ref, t in largest)
+    sink.error("tensor-too-large", f"size set `{size_set}` makes the kernel's tensors {total:,} bytes, more than "
+                                   f"the limit of {max_bytes:,}; largest: {shown}",
+               where(("sizes", size_set), False), "use smaller sizes, or raise the limit with `--max-bytes`")
+    return False
+
+
 def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: DiagnosticSink,
-                where: Where) -> TypedGraph | None:
+                where: Where, max_bytes: int) -> TypedGraph | None:
     """Type-check `spec` at `size_set`; returns None when an error makes a typed graph impossible."""
     errors_before = len(sink.errors)
     dims = resolve_dims(spec, size_set, sink, where)
@@ -261,7 +276,7 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
             sink.warn("unused", f"stage `{sid}` produces nothing that a stage or output reads",
                       where(("stages", sid), True), "remove it, or take one of its outputs")
 
-    if len(sink.errors) > errors_before:
+    if len(sink.errors) > errors_before or not _check_bytes(available, size_set, max_bytes, sink, where):
         return None
     for u, v, data in g.edges(data=True):
         data["type"] = available[data["ref"]]

@@ -8,11 +8,11 @@ its own seed derived from (seed, tensor name): adding an input never changes the
 from __future__ import annotations
 
 import zlib
-from typing import Callable, Literal
+from typing import Callable, ClassVar, Literal, Optional
 
 from pydantic import Field
 
-from .spec import DimExpr
+from .spec import DimExpr, Float, Int
 from .stage_api import Dims, Params, torch_dtype
 
 
@@ -31,22 +31,42 @@ def init_fill(shape, seed, *, value):
     return torch.full(shape, float(value))
 
 
-def init_block_table(shape, seed):
-    """Identity page table: row t maps logical page j to physical page t * pages_per_row + j."""
+def init_block_table(shape, seed, *, pages):
+    """Page table: each (row, logical page) gets its own physical page of a pool of `pages`, in a
+    seeded random order (an identity table would hide a gather that ignores the table)."""
     import torch
 
     rows, cols = shape
-    return torch.arange(rows)[:, None] * cols + torch.arange(cols)[None, :]
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(pages, generator=gen)[: rows * cols].reshape(rows, cols)
 
 
-def init_sparse_indices(shape, seed, *, window, compressed):
-    """Per-token key slots: `window` window slots, then `compressed` slots offset by `window`, then -1."""
+def init_sparse_indices(shape, seed, *, window, compressed, holes):
+    """Per-token key slots: `window` window slots, then `compressed` slots offset by `window`, then -1.
+    One slot in every `holes` (0: none) of each row's valid part is -1 too, at a seeded place, and so is
+    its last valid slot, so that every key block of a row can hold an invalid slot."""
     import torch
 
     rows, width = shape
     row = torch.cat([torch.arange(window), window + torch.arange(compressed),
                      torch.full((width - window - compressed,), -1)])
-    return row.expand(rows, width).clone()
+    table = row.expand(rows, width).clone()
+    valid = window + compressed
+    if holes and valid:
+        gen = torch.Generator().manual_seed(seed)
+        for r in range(rows):
+            drop = torch.randperm(valid, generator=gen)[: max(1, valid // holes)]
+            table[r, drop] = -1
+            table[r, valid - 1] = -1
+    return table
+
+
+def init_randint(shape, seed, *, low, high):
+    """Integers uniform in [low, high), seeded (e.g. per-request sequence lengths)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(low, high, shape, generator=gen)
 
 
 def init_rope_table(shape, seed, *, fn, step):
@@ -70,15 +90,31 @@ def init_int8_rows(shape, seed, *, low, high, scale, part):
 
 
 class Recipe(Params):
-    """A recipe: `function` plus keyword arguments made from its fields (dim expressions evaluated)."""
+    """A recipe: `function` plus keyword arguments made from its fields (dim expressions evaluated).
+    `call` raises ValueError when the recipe cannot fill a tensor of that shape."""
+
+    ranks: ClassVar[Optional[tuple[int, ...]]] = None  # tensor ranks the recipe can fill (None: any)
 
     def call(self, dims: Dims, shape: list[int], seed: int, recipes: dict) -> tuple[Callable, dict]:
         raise NotImplementedError
 
+    def check_rank(self, name: str, shape: list[int]) -> None:
+        if self.ranks is not None and len(shape) not in self.ranks:
+            want = " or ".join(f"{r}-D" for r in self.ranks)
+            raise ValueError(f"this recipe fills {want} tensors, and the input is {len(shape)}-D")
+
+
+def _count(dims: Dims, text, what: str, low: int = 0) -> int:
+    """An integer recipe argument of at least `low`."""
+    value = dims.value(text)
+    if not float(value).is_integer() or value < low:
+        raise ValueError(f"`{what}` = {text} = {value} must be a whole number >= {low}")
+    return int(value)
+
 
 class Uniform(Recipe):
-    low: float = -0.5
-    high: float = 0.5
+    low: Float = -0.5
+    high: Float = 0.5
     scale: DimExpr = Field(1, description="multiplier applied after sampling, e.g. `O_GROUP_IN ** -0.5`")
 
     def call(self, dims, shape, seed, recipes):
@@ -98,31 +134,56 @@ class Fill(Recipe):
 
 
 class BlockTable(Recipe):
+    pages: DimExpr = Field(description="physical pages of the pool the table addresses")
+    ranks = (2,)
+
     def call(self, dims, shape, seed, recipes):
-        return init_block_table, {}
+        pages = _count(dims, self.pages, "pages", 1)
+        if shape[0] * shape[1] > pages:
+            raise ValueError(f"block_table: {shape[0]} x {shape[1]} logical pages need more than the pool's "
+                             f"{pages} physical pages (`pages: {self.pages}`)")
+        return init_block_table, {"pages": pages}
 
 
 class SparseIndices(Recipe):
     window: DimExpr
     compressed: DimExpr
+    holes: Int = Field(0, ge=0, description="one slot in every `holes` of a row's valid part is -1 (0: none)")
+    ranks = (2,)
 
     def call(self, dims, shape, seed, recipes):
-        w, c = int(dims.value(self.window)), int(dims.value(self.compressed))
+        w, c = _count(dims, self.window, "window"), _count(dims, self.compressed, "compressed")
         if w + c > shape[-1]:
             raise ValueError(f"sparse_indices: window {w} + compressed {c} exceeds the row width {shape[-1]}")
-        return init_sparse_indices, {"window": w, "compressed": c}
+        return init_sparse_indices, {"window": w, "compressed": c, "holes": self.holes}
+
+
+class RandInt(Recipe):
+    low: DimExpr
+    high: DimExpr = Field(description="exclusive upper bound")
+
+    def call(self, dims, shape, seed, recipes):
+        low, high = _count(dims, self.low, "low", -2**31), _count(dims, self.high, "high", -2**31)
+        if high <= low or high > 2**31:
+            raise ValueError(f"randint: needs low < high <= 2**31 (low = {low}, high = {high})")
+        return init_randint, {"low": low, "high": high}
 
 
 class RopeTable(Recipe):
     fn: Literal["cos", "sin"]
-    step: float = 1e-3
+    step: Float = 1e-3
+    ranks = (2,)
 
     def call(self, dims, shape, seed, recipes):
+        if shape[1] % 2:
+            raise ValueError(f"rope_table: the width {shape[1]} must be even (cos/sin of width/2 angles, twice)")
         return init_rope_table, {"fn": self.fn, "step": self.step}
 
 
 class Int8Rows(Uniform):
     """Per-row int8-quantized weights; the matching scales come from `dequant_scale: {of: NAME}`."""
+
+    ranks = (2, 3)
 
     def call(self, dims, shape, seed, recipes):
         _, args = super().call(dims, shape, seed, recipes)
@@ -139,11 +200,15 @@ class DequantScale(Recipe):
         if source is None or not isinstance(source[1], Int8Rows):
             raise ValueError(f"dequant_scale: `{self.of}` is not an input initialised with `int8_rows`")
         source_shape, recipe, source_seed = source
+        if list(shape) != list(source_shape[:-1]):
+            raise ValueError(f"dequant_scale: `{self.of}` has shape {source_shape}, so its scales have shape "
+                             f"{source_shape[:-1]}, not {shape}")
         _, args = Uniform.call(recipe, dims, source_shape, source_seed, recipes)
         return init_int8_rows, {**args, "part": "scales", "shape_of": source_shape, "seed_of": source_seed}
 
 
 RECIPES: dict[str, type[Recipe]] = {"uniform": Uniform, "zeros": Zeros, "fill": Fill, "block_table": BlockTable,
+                                    "randint": RandInt,
                                     "sparse_indices": SparseIndices, "rope_table": RopeTable, "int8_rows": Int8Rows,
                                     "dequant_scale": DequantScale}
 

@@ -15,7 +15,7 @@ from .graph import TypedGraph, build_graph
 from .schedule import Schedule, make_schedule
 from .spec import KernelSpec
 from .specload import load_kernels
-from .yamlsource import parse
+from .yamlsource import MAX_FILE_BYTES, parse, read_text
 
 
 class Kernel:
@@ -98,11 +98,11 @@ class Library(Mapping):
         return len(self._kernels)
 
 
-def _type_check(spec: KernelSpec, where: Callable, ops: Mapping, sink: DiagnosticSink) -> dict:
+def _type_check(spec: KernelSpec, where: Callable, ops: Mapping, sink: DiagnosticSink, max_bytes: int) -> dict:
     """Graph and schedule at every size set; stops at the first size set with errors."""
     typed = {}
     for size_set in spec.sizes:
-        tg = build_graph(spec, size_set, ops, sink, where)
+        tg = build_graph(spec, size_set, ops, sink, where, max_bytes)
         sched = make_schedule(tg, sink, where) if tg else None
         if sched is None:
             break
@@ -110,31 +110,31 @@ def _type_check(spec: KernelSpec, where: Callable, ops: Mapping, sink: Diagnosti
     return typed
 
 
-def load(path: str | Path = "kernels.yaml", text: Optional[str] = None, ops: Optional[Mapping] = None) -> Library:
+DEFAULT_MAX_BYTES = 8 * 2**30
+
+
+def load(path: str | Path = "kernels.yaml", text: Optional[str] = None, ops: Optional[Mapping] = None,
+         max_bytes: int = DEFAULT_MAX_BYTES) -> Library:
     """Parse, validate, type-check and schedule every kernel at every size set.
 
     Raises SpecError carrying every error diagnostic of the file. `ops` overrides the stage-op registry
-    (tests use it to inject faults).
+    (tests use it to inject faults). `max_bytes` bounds the tensors any size set may imply (their sum,
+    per kernel), so that nothing is allocated or emitted for sizes a machine cannot hold.
     """
     from stages import registry
 
     ops = registry() if ops is None else ops
     path = str(path)
     if text is None:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise SpecError([Diagnostic("yaml-syntax", f"cannot read the file: {exc.strerror}",
-                                        Location(path, 1, 1), "check the path given to `--file`")]) from None
-        except UnicodeDecodeError as exc:
-            raise SpecError([Diagnostic("yaml-syntax", f"the file is not UTF-8 text: {exc.reason} at byte "
-                                                       f"{exc.start}", Location(path, 1, 1),
-                                        "save the file as UTF-8")]) from None
+        text = read_text(path)
+    elif len(text) > MAX_FILE_BYTES:
+        raise SpecError([Diagnostic("file-too-large", f"the text is longer than {MAX_FILE_BYTES} characters",
+                                    Location(path, 1, 1), "split the library into several files")])
     src = parse(text, path)
     sink = DiagnosticSink()
     kernels = {}
     for spec, where in load_kernels(src, sink):
-        kernels[spec.name] = Kernel(spec, _type_check(spec, where, ops, sink))
+        kernels[spec.name] = Kernel(spec, _type_check(spec, where, ops, sink, max_bytes))
     unique = {(d.rule, d.loc, d.message): d for d in sink.items}
     errors = [d for d in unique.values() if d.severity == "error"]
     if errors:

@@ -12,7 +12,6 @@ import os
 import types
 from typing import Mapping
 
-from .emit.common import var
 from .stage_api import torch_dtype
 
 
@@ -47,14 +46,15 @@ def run_emitted(source: str, backend: str, tg, inputs: Mapping) -> dict:
         prepare_triton()
         return load_module(source, backend, tg.spec.name).run(**inputs)
     from . import plsim
+    from .emit.pypto import buffer_names
 
     outputs = {name: ([d.value for d in tg.types[ref].shape], torch_dtype(tg.types[ref].dtype))
                for name, ref in tg.outputs.items()}
     found = plsim.run(source, _filename(source, backend, tg.spec.name), tg.spec.name, dict(inputs), outputs)
     result = {name: found[name] for name in tg.outputs}
-    out_of = {ref: name for name, ref in tg.outputs.items()}
+    local = {**buffer_names(tg), **{ref: name for name, ref in tg.outputs.items()}}
     for st in tg.stages.values():
         for port, t in st.out_types.items():
             ref = st.ref(port)
-            result[ref] = found[out_of.get(ref, var(ref))].reshape(t.numel_shape)
+            result[ref] = found[local[ref]].reshape(t.numel_shape)
     return result

@@ -8,10 +8,11 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
 from pydantic_core import PydanticCustomError
 
 from .diagnostics import Location
+from .names import name_problem
 
 
 def _dim_expr(v: Any) -> Any:
@@ -23,6 +24,23 @@ def _dim_expr(v: Any) -> Any:
 
 
 DimExpr = Annotated[Union[int, str], BeforeValidator(_dim_expr)]
+
+
+def _name(v: Any) -> Any:
+    problem = name_problem(v)
+    if problem:
+        raise PydanticCustomError("bad_name", problem)
+    return v
+
+
+# A user-given name (kernel, size set, dim, input, stage, output): it becomes an identifier in
+# generated code and part of an output path (builder/names.py says which names are allowed).
+Name = Annotated[str, BeforeValidator(_name)]
+# Numbers are numbers: YAML's `true` or `"2"` is not silently read as one.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+MAX_EXTENT = 2**31 - 1  # extents index int32 offsets in every backend
+SizeSet = dict[Name, Annotated[int, Strict(), Field(ge=0, le=MAX_EXTENT)]]
 
 
 class Frozen(BaseModel):
@@ -44,9 +62,9 @@ class Layout(str, Enum):
 
 
 class Tolerance(Frozen):
-    rtol: float = 1e-3
-    atol: float = 1e-3
-    max_error_ratio: float = Field(0.0, ge=0.0, le=1.0,
+    rtol: Float = Field(1e-3, ge=0.0)
+    atol: Float = Field(1e-3, ge=0.0)
+    max_error_ratio: Float = Field(0.0, ge=0.0, le=1.0,
                                    description="fraction of points allowed outside atol + rtol*|golden|")
 
 
@@ -79,14 +97,14 @@ class OutputSpec(Frozen):
 
 
 class KernelSpec(Frozen):
-    name: str
+    name: str  # checked as a `Name` where the file's kernels are read (builder/specload.py)
     doc: str
-    dims: dict[str, DimExpr] = Field(default_factory=dict, description="derived dims: name -> expression")
-    sizes: dict[str, dict[str, int]] = Field(description="size sets: name -> {free dim: value}")
+    dims: dict[Name, DimExpr] = Field(default_factory=dict, description="derived dims: name -> expression")
+    sizes: dict[Name, SizeSet] = Field(description="size sets: name -> {free dim: value}")
     default_sizes: str = "small"
-    inputs: dict[str, TensorSpec]
-    stages: dict[str, StageSpec]
-    outputs: dict[str, OutputSpec]
+    inputs: dict[Name, TensorSpec]
+    stages: dict[Name, StageSpec]
+    outputs: dict[Name, OutputSpec]
     tolerance: Tolerance = Tolerance()
     fuse: list[list[str]] = Field(default_factory=list)
     extends: Optional[str] = None
@@ -102,6 +120,6 @@ class KernelSpec(Frozen):
 
 class FileSpec(Frozen):
     version: Literal[1]
-    kernels: dict[str, dict[str, Any]]
-    sizes: dict[str, dict[str, int]] = Field(default_factory=dict,
+    kernels: dict[str, Any]
+    sizes: dict[Name, SizeSet] = Field(default_factory=dict,
                                              description="size sets shared by kernels (use YAML anchors)")

@@ -4,18 +4,20 @@ Every pydantic error becomes a located diagnostic; all of a file's errors are co
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
 from .diagnostics import DiagnosticSink, Location, did_you_mean
+from .names import NAME_HINT, name_problem
 from .spec import FileSpec, KernelSpec
 from .yamlsource import Path, Source
 
-_RULE_OF_PYDANTIC = {"extra_forbidden": "unknown-key", "missing": "missing-key"}
+MAX_STAGES = 20_000  # per kernel: far beyond any real kernel, and bounded work for a hostile file
+_RULE_OF_PYDANTIC = {"extra_forbidden": "unknown-key", "missing": "missing-key", "bad_name": "bad-name"}
 # right type, but outside the values the field accepts (ranges, enums such as `dtype:`, literals)
 _BAD_VALUE = {"value_error", "greater_than_equal", "less_than_equal", "greater_than", "less_than",
-              "enum", "literal_error", "too_short", "too_long"}
+              "enum", "literal_error", "too_short", "too_long", "finite_number"}
 _TYPE_HINTS = {"list_type": "write a list, e.g. `[T, H, D]`", "dict_type": "write a mapping, e.g. `{key: value}`",
                "model_type": "write a mapping, e.g. `{key: value}`", "string_type": "write a string",
                "int_type": "write an integer", "int_parsing": "write an integer",
@@ -29,9 +31,16 @@ def report_validation(exc: ValidationError, sink: DiagnosticSink, where, model: 
     """Map pydantic errors onto YAML locations. `where(path, key)` resolves a path relative to the model."""
     for err in exc.errors():
         path = tuple(p for p in err["loc"] if p != "__root__")
+        is_key = bool(path) and path[-1] == "[key]"  # the error is about a mapping key, not its value
+        path = path[:-1] if is_key else path
         kind = err["type"]
         rule = _RULE_OF_PYDANTIC.get(kind, "bad-value" if kind in _BAD_VALUE else "wrong-type")
-        if rule == "unknown-key":
+        if rule == "bad-name":
+            sink.error(rule, f"bad name: {err['msg']}", where(path, is_key), NAME_HINT)
+        elif is_key:
+            sink.error(rule, f"key {path[-1]!r} of `{'.'.join(map(str, path[:-1]))}`: {err['msg']}",
+                       where(path, True), _type_hint(err))
+        elif rule == "unknown-key":
             known = _field_names(model, path[:-1])
             hint = did_you_mean(str(path[-1]), known) or (f"known keys: {', '.join(sorted(known))}" if known else "")
             sink.error(rule, f"unknown key `{path[-1]}`", where(path, True), hint)
@@ -125,7 +134,8 @@ def _deep_merge(base: _Merged, child: dict, child_path: Path) -> _Merged:
     return _Merged(data, origin)
 
 
-def load_kernels(src: Source, sink: DiagnosticSink) -> list[KernelSpec]:
+def load_kernels(src: Source, sink: DiagnosticSink) -> list[tuple[KernelSpec, Callable[[Path, bool], Location]]]:
+    """Every kernel of the file that validates, with its `where(path, key)` locator."""
     if not isinstance(src.data, dict):
         sink.error("wrong-type", "the file must be a mapping with `version:` and `kernels:`", src.where(()))
         return []
@@ -136,48 +146,63 @@ def load_kernels(src: Source, sink: DiagnosticSink) -> list[KernelSpec]:
         return []
 
     merged: dict[str, _Merged | None] = {}
+    folded: dict[str, str] = {}
+    for name in top.kernels:
+        problem = name_problem(name)
+        if problem is None and name.casefold() in folded:
+            problem = (f"`{name}` differs from kernel `{folded[name.casefold()]}` only in case: their output "
+                       "folders would be one folder on a case-insensitive file system")
+        if problem:
+            sink.error("bad-name", f"kernel name: {problem}", src.where(("kernels", name), True), NAME_HINT)
+            merged[name] = None
+        folded.setdefault(str(name).casefold(), str(name))
 
-    def resolve(name: str, chain: tuple[str, ...]) -> _Merged | None:
-        if name in merged:
-            return merged[name]
-        raw = top.kernels[name]
-        path = ("kernels", name)
-        parent_name = raw.get("extends") if isinstance(raw, dict) else None
-        if not isinstance(raw, dict):
-            result = None
-        elif parent_name is not None and not isinstance(parent_name, str):
-            sink.error("wrong-type", f"`extends:` takes one kernel name, not {type(parent_name).__name__}",
-                       src.where(path + ("extends",)), "write `extends: <kernel name>`")
-            result = None
-        elif parent_name is None:
-            origin: dict[Path, Path] = {}
-            _origins(raw, (), path, origin)
-            result = _Merged(raw, origin)
-        elif parent_name in chain or parent_name == name:
-            cyc = " -> ".join(chain + (name, parent_name))
-            sink.error("cycle", f"`extends:` loops: {cyc}", src.where(path + ("extends",)),
-                       "a kernel may not extend itself, directly or through others")
-            result = None
-        elif parent_name not in top.kernels:
-            sink.error("unknown-kernel", f"`extends: {parent_name}` names no kernel of this file",
-                       src.where(path + ("extends",)), did_you_mean(str(parent_name), top.kernels))
-            result = None
-        else:
-            parent = resolve(parent_name, chain + (name,))
-            result = _deep_merge(parent, raw, path) if parent else None
-            if result:
+    def resolve(name: str) -> _Merged | None:
+        """Merge `name` onto its `extends:` ancestors, walking the chain iteratively (it may be long)."""
+        walk: list[str] = []
+        current, result = name, None
+        while current not in merged:
+            raw = top.kernels[current]
+            path = ("kernels", current)
+            parent_name = raw.get("extends") if isinstance(raw, dict) else None
+            if not isinstance(raw, dict):
+                sink.error("wrong-type", f"kernel `{current}` must be a mapping", src.where(path))
+            elif parent_name is not None and not isinstance(parent_name, str):
+                sink.error("wrong-type", f"`extends:` takes one kernel name, not {type(parent_name).__name__}",
+                           src.where(path + ("extends",)), "write `extends: <kernel name>`")
+            elif parent_name is None:
+                origin: dict[Path, Path] = {}
+                _origins(raw, (), path, origin)
+                merged[current] = _Merged(raw, origin)
+                break
+            elif parent_name == current or parent_name in walk:
+                cyc = " -> ".join(walk + [current, parent_name])
+                sink.error("cycle", f"`extends:` loops: {cyc}", src.where(path + ("extends",)),
+                           "a kernel may not extend itself, directly or through others")
+            elif parent_name not in top.kernels:
+                sink.error("unknown-kernel", f"`extends: {parent_name}` names no kernel of this file",
+                           src.where(path + ("extends",)), did_you_mean(str(parent_name), top.kernels))
+            else:
+                walk.append(current)
+                current = parent_name
+                continue
+            merged[current] = None
+            break
+        result = merged[current]
+        for child in reversed(walk):
+            if result is not None:
+                path = ("kernels", child)
+                result = _deep_merge(result, top.kernels[child], path)
                 result.data.pop("extends", None)
-                result.data["extends"] = parent_name
+                result.data["extends"] = top.kernels[child]["extends"]
                 result.origin[("extends",)] = path + ("extends",)
-        merged[name] = result
-        return result
+            merged[child] = result
+        return merged[name]
 
     kernels = []
     for name in top.kernels:
-        m = resolve(name, ())
+        m = resolve(name)
         if m is None:
-            if not isinstance(top.kernels[name], dict):
-                sink.error("wrong-type", f"kernel `{name}` must be a mapping", src.where(("kernels", name)))
             continue
         data = dict(m.data)
         data.setdefault("name", name)
@@ -191,6 +216,11 @@ def load_kernels(src: Source, sink: DiagnosticSink) -> list[KernelSpec]:
             base = m.origin.get(probe, path)
             return src.where(base + rel[len(probe):], key)
 
+        stages = data.get("stages")
+        if isinstance(stages, dict) and len(stages) > MAX_STAGES:
+            sink.error("too-many-stages", f"kernel `{name}` has {len(stages)} stages; at most {MAX_STAGES} are "
+                                          "read", where(("stages",), True), "split the kernel")
+            continue
         written_sets = list(data["sizes"]) if isinstance(data.get("sizes"), dict) else []
         ok = _resolve_size_refs(data, top.sizes, sink, where)
         data["loc"] = src.where(path, True)

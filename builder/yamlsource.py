@@ -1,18 +1,33 @@
-"""YAML text -> plain data plus the line and column of every key and value.
+"""YAML text -> plain data plus the line and column of every key and value, within fixed limits.
 
-Uses PyYAML's safe composer (no object construction from tags) and converts nodes ourselves, so
-that duplicate keys are errors and every path into the data maps back to a place in the file.
+The data is built from PyYAML's event stream (libyaml's C parser when PyYAML has it), never from its
+object constructors: only the core schema's scalars (str, int, float, bool, null) exist, tags beyond
+them are errors, duplicate keys are errors, and every path into the data maps back to a place in the
+file. A spec is untrusted input, so the work it can cause is bounded: the file's size and kind, the
+nesting depth, and the number of nodes once aliases are expanded (a 455-byte "billion laughs" file
+would otherwise expand to gigabytes). Building is iterative, so no input can exhaust Python's stack.
 """
 from __future__ import annotations
 
+import copy
+import os
+import stat
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
-from .diagnostics import DiagnosticSink, Location, SpecError
+from .diagnostics import Diagnostic, DiagnosticSink, Location, SpecError
 
 Path = tuple  # keys and list indices from the document root
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 32
+MAX_NODES = 2_000_000        # nodes after alias expansion
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml composes ~5x faster, same marks
+_CORE = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
+_COLLECTION_TAGS = {None, "!", _CORE + "map", _CORE + "seq"}
 
 
 @dataclass
@@ -37,81 +52,336 @@ class Source:
         return self.values.get((), Location(self.file, 1, 1))
 
 
-def _loc(file: str, node: yaml.Node) -> Location:
-    return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
+def read_text(path: str, limit: int = MAX_FILE_BYTES) -> str:
+    """The text of a spec file; SpecError (missing-file, not-a-file, file-too-large, yaml-syntax) otherwise.
+    Only regular files are read (a FIFO or /dev/zero would block or never end), and at most `limit` bytes."""
+    here = Location(path, 1, 1)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise SpecError([Diagnostic("missing-file", f"no such file: {path}", here,
+                                    "run `build` where kernels.yaml is, or name the file with `--file`")]) from None
+    except OSError as exc:
+        raise SpecError([Diagnostic("not-a-file", f"cannot open the file: {exc.strerror}", here,
+                                    "check the path given to `--file` and its permissions")]) from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError([Diagnostic("not-a-file", f"{path} is not a regular file", here,
+                                        "name a YAML file; devices, pipes and directories are not read")])
+        blob = fh.read(limit + 1)
+    if len(blob) > limit:
+        raise SpecError([Diagnostic("file-too-large", f"the file is larger than {limit} bytes", here,
+                                    "split the library into several files")])
+    try:
+        return blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([Diagnostic("yaml-syntax", f"the file is not UTF-8 text: {exc.reason} at byte {exc.start}",
+                                    here, "save the file as UTF-8")]) from None
 
 
-class _Converter:
+def _loc(file: str, mark) -> Location:
+    return Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
+
+
+class _Abort(Exception):
+    """A limit was hit: stop reading, report what the sink holds."""
+
+
+_NO_KEY, _BAD_KEY, _MERGE = object(), object(), object()
+
+
+@dataclass
+class _Frame:
+    """A mapping or sequence being built."""
+
+    value: Any                       # dict or list
+    path: Path
+    loc: Location
+    anchor: Optional[str]
+    log_start: int                   # first entry of the location log written inside this node
+    cost_start: int
+    merge_source: bool = False       # the value of a `<<` key (its locations go to the merging mapping)
+    key: Any = _NO_KEY               # mappings: the key whose value comes next
+    merges: list = field(default_factory=list)         # merged mappings, in order
+    merge_logs: list = field(default_factory=list)     # their location logs, relative to the mapping
+    explicit: set = field(default_factory=set)
+
+
+@dataclass
+class _Anchor:
+    value: Any
+    cost: int
+    log: list                        # (kind, path relative to the anchored node, location)
+    open: bool = False
+
+
+class _Builder:
+    """Consumes parser events; keeps a location log so that aliases replay the locations of their anchor."""
+
     def __init__(self, file: str, sink: DiagnosticSink):
         self.file, self.sink = file, sink
         self.src = Source(file, None)
-        self._scalars = yaml.SafeLoader("")  # only used to resolve scalar tags to Python values
-        self._merging = 0  # > 0 while re-converting the source of a merge key
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, _Anchor] = {}
+        self.log: list[tuple[str, Path, Location]] = []
+        self.recording = 0  # open anchored or merged nodes: only their locations need logging
+        self.cost = 0
+        self.root: Any = None
+        self._resolver = yaml.resolver.Resolver()
+        self._constructor = yaml.constructor.SafeConstructor()
+        self._scalars: dict[tuple, Any] = {}
 
-    def convert(self, node: yaml.Node, path: Path) -> Any:
-        self.src.values.setdefault(path, _loc(self.file, node))
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, path + (i,)) for i, item in enumerate(node.value)]
-        return self._scalars.construct_object(node)
+    # --- locations and budget ----------------------------------------------------------------------
+    def _note(self, kind: str, path: Path, loc: Location, overwrite: bool = False) -> None:
+        if self.recording:
+            self.log.append((kind, path, loc))
+        table = self.src.keys if kind == "k" else self.src.values
+        if overwrite:
+            table[path] = loc
+        else:
+            table.setdefault(path, loc)
 
-    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict:
-        out: dict = {}
-        merges = []
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # YAML merge key `<<: *anchor`
-                merges.append(value_node)
-                continue
-            key = self._scalars.construct_object(key_node)
-            if key in out:
-                if not self._merging:  # a merged anchor's duplicates were reported where it is defined
-                    first = self.src.keys[path + (key,)]
-                    self.sink.error("duplicate-key", f"key `{key}` appears twice in this mapping",
-                                    _loc(self.file, key_node), f"the first `{key}` is at line {first.line}; keep one")
-                continue
-            if self._merging:
-                self.src.keys.setdefault(path + (key,), _loc(self.file, key_node))
+    def _replay(self, entries: list, base: Path, skip: set = frozenset()) -> None:
+        for kind, rel, loc in entries:
+            if not (rel and rel[0] in skip):
+                self._note(kind, base + rel, loc)
+
+    def _relative(self, start: int, base: Path) -> list:
+        n = len(base)
+        return [(k, p[n:], l) for k, p, l in self.log[start:]]
+
+    def _count(self, n: int, loc: Location) -> None:
+        self.cost += n
+        if self.cost > MAX_NODES:
+            self.sink.error("too-many-nodes", f"the document expands to more than {MAX_NODES} nodes "
+                                              "(aliases count once per use)", loc,
+                            "use fewer or smaller aliases; a spec this large is not a kernel library")
+            raise _Abort
+
+    # --- where values go ---------------------------------------------------------------------------
+    def _in_key_position(self) -> bool:
+        return bool(self.stack) and isinstance(self.stack[-1].value, dict) and self.stack[-1].key is _NO_KEY
+
+    def _next_path(self) -> Path:
+        if not self.stack:
+            return ()
+        top = self.stack[-1]
+        if isinstance(top.value, list):
+            return top.path + (len(top.value),)
+        if top.key is _BAD_KEY:
+            return top.path + ("<discarded>",)
+        return top.path + ("<<" if top.key is _MERGE else top.key,)
+
+    def _deliver(self, value: Any, loc: Location) -> None:
+        if not self.stack:
+            self.root = value
+            return
+        top = self.stack[-1]
+        if isinstance(top.value, list):
+            top.value.append(value)
+            return
+        key, top.key = top.key, _NO_KEY
+        if key is _BAD_KEY:
+            return
+        if key is _MERGE:
+            sources = value if isinstance(value, list) else [value]
+            if not sources or not all(isinstance(s, dict) for s in sources):
+                self.sink.error("wrong-type", "a merge key `<<` takes a mapping or a list of mappings", loc,
+                                "write `<<: *anchor` or `<<: [*a, *b]` with anchors of mappings")
+                return
+            top.merges.extend(sources)
+            return
+        top.value[key] = value
+
+    def _set_key(self, top: _Frame, key: Any, loc: Location) -> None:
+        if key in top.value or key in top.explicit:
+            first = self.src.keys.get(top.path + (key,))
+            self.sink.error("duplicate-key", f"key `{key}` appears twice in this mapping", loc,
+                            f"the first `{key}` is at line {first.line}; keep one" if first else "keep one")
+            top.key = _BAD_KEY
+            return
+        top.key = key
+        top.explicit.add(key)
+        self._note("k", top.path + (key,), loc, overwrite=True)
+
+    # --- events ----------------------------------------------------------------------------------
+    def scalar(self, ev) -> None:
+        loc = _loc(self.file, ev.start_mark)
+        self._count(1, loc)
+        if self._in_key_position():
+            top = self.stack[-1]
+            if ev.value == "<<" and ev.tag is None and ev.implicit[0]:
+                top.key = _MERGE
+                return
+            key = self._construct(ev, loc)
+            if ev.anchor is not None and key is not _BAD_KEY:
+                self.anchors[ev.anchor] = _Anchor(key, 1, [("v", (), loc)])
+            if key is _BAD_KEY:
+                top.key = _BAD_KEY
             else:
-                self.src.keys[path + (key,)] = _loc(self.file, key_node)
-            out[key] = self.convert(value_node, path + (key,))
-        if not merges:
-            return out
-        # Merged keys are converted after the explicit ones, so that explicit keys keep their own
-        # locations; as in YAML, merged keys come first and explicit keys override them.
-        merged: dict = {}
-        self._merging += 1
+                self._set_key(top, key, loc)
+            return
+        path = self._next_path()
+        self._note("v", path, loc)
+        value = self._construct(ev, loc)
+        value = None if value is _BAD_KEY else value
+        if ev.anchor is not None:
+            self.anchors[ev.anchor] = _Anchor(value, 1, [("v", (), loc)])
+        self._deliver(value, loc)
+
+    def _construct(self, ev, loc: Location) -> Any:
+        tag, cache_key = ev.tag, None
+        if tag == "!":
+            tag = _CORE + "str"
+        elif tag is None:
+            cache_key = (ev.value, ev.implicit)
+            if cache_key in self._scalars:
+                return self._scalars[cache_key]
+            tag = self._resolver.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+        if tag not in _SCALAR_TAGS:
+            self.sink.error("bad-tag", f"tag `{ev.tag or tag}` is not allowed: a spec holds plain strings, numbers, "
+                                       "booleans and null", loc, "remove the tag, or quote the value")
+            return _BAD_KEY
+        node = yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, ev.style)
         try:
-            for value_node in merges:
-                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-                for src in sources:
-                    for k, v in self.convert(src, path).items():
-                        merged.setdefault(k, v)
-        finally:
-            self._merging -= 1
-        merged.update(out)
-        return merged
+            value = self._constructor.yaml_constructors[tag](self._constructor, node)
+        except (ValueError, TypeError, yaml.YAMLError) as exc:
+            shown = ev.value if len(ev.value) <= 40 else ev.value[:40] + "..."
+            self.sink.error("wrong-type", f"`{shown}` is not a valid {tag.rsplit(':', 1)[-1]} ({exc})"[:300],
+                            loc, "remove the tag, or write a value of that type")
+            return _BAD_KEY
+        if cache_key is not None:
+            self._scalars[cache_key] = value
+        return value
+
+    def start(self, ev, kind: type) -> None:
+        loc = _loc(self.file, ev.start_mark)
+        what = "mapping" if kind is dict else "list"
+        if ev.tag not in _COLLECTION_TAGS:
+            self.sink.error("bad-tag", f"tag `{ev.tag}` is not allowed on a {what}", loc, "remove the tag")
+        if len(self.stack) >= MAX_DEPTH:
+            self.sink.error("too-deep", f"the document nests deeper than {MAX_DEPTH} levels", loc,
+                            "a kernel spec needs only a few levels of nesting")
+            raise _Abort
+        if self._in_key_position():
+            self.sink.error("wrong-type", f"a {what} cannot be a mapping key", loc, "keys are plain names or numbers")
+            self.stack[-1].key = _BAD_KEY
+        self._count(1, loc)
+        path = self._next_path()
+        merge_source = bool(self.stack) and self.stack[-1].key is _MERGE
+        if ev.anchor is not None or merge_source:
+            self.recording += 1
+            if ev.anchor is not None:
+                self.anchors[ev.anchor] = _Anchor(None, 0, [], open=True)
+        self.stack.append(_Frame(kind(), path, loc, ev.anchor, len(self.log), self.cost - 1, merge_source))
+        self._note("v", path, loc)
+
+    def end(self) -> None:
+        frame = self.stack.pop()
+        value = frame.value
+        if frame.merges:
+            value = {}
+            for source in frame.merges:  # merged keys first, earlier sources winning; explicit keys override
+                for k, v in source.items():
+                    value.setdefault(k, v)
+            value.update(frame.value)
+            for entries in frame.merge_logs:
+                self._replay(entries, frame.path, skip=frame.explicit)
+        if frame.merge_source and self.stack:
+            self._hand_to_merging(frame)
+        if frame.anchor is not None:
+            self.anchors[frame.anchor] = _Anchor(value, self.cost - frame.cost_start,
+                                                 self._relative(frame.log_start, frame.path))
+        if frame.anchor is not None or frame.merge_source:
+            self.recording -= 1
+            if not self.recording:
+                self.log.clear()
+        self._deliver(value, frame.loc)
+
+    def _hand_to_merging(self, frame: _Frame) -> None:
+        """The locations inside a merged mapping, for the mapping it merges into (replayed at its end)."""
+        target = self.stack[-1]
+        entries = self._relative(frame.log_start + 1, frame.path)
+        if isinstance(frame.value, dict):
+            target.merge_logs.append(entries)
+            return
+        by_item: dict = {}
+        for kind, rel, loc in entries:  # a list of merged mappings: entries start with the item index
+            if rel:
+                by_item.setdefault(rel[0], []).append((kind, rel[1:], loc))
+        target.merge_logs.extend(by_item[i] for i in sorted(by_item))
+
+    def alias(self, ev) -> None:
+        loc = _loc(self.file, ev.start_mark)
+        anchor = self.anchors.get(ev.anchor)
+        if anchor is None:
+            self.sink.error("yaml-syntax", f"alias `*{ev.anchor}` names no anchor defined before it", loc,
+                            f"define `&{ev.anchor}` earlier in the file")
+            raise _Abort
+        if anchor.open:
+            self.sink.error("yaml-syntax", f"alias `*{ev.anchor}` refers to the node that contains it", loc,
+                            "a spec cannot be recursive; copy the values instead")
+            raise _Abort
+        self._count(anchor.cost, loc)
+        if self._in_key_position():
+            if isinstance(anchor.value, (dict, list)):
+                self.sink.error("wrong-type", "an alias used as a key must name a plain scalar", loc,
+                                "keys are plain names or numbers")
+                self.stack[-1].key = _BAD_KEY
+            else:
+                self._set_key(self.stack[-1], anchor.value, loc)
+            return
+        top = self.stack[-1] if self.stack else None
+        if top is not None and top.key is _MERGE:
+            top.merge_logs.append(anchor.log[1:])  # replayed once the mapping's explicit keys are known
+        else:
+            self._replay(anchor.log, self._next_path())
+        value = copy.deepcopy(anchor.value) if isinstance(anchor.value, (dict, list)) else anchor.value
+        self._deliver(value, loc)
+
+    def run(self, events) -> None:
+        documents = 0
+        for ev in events:
+            if isinstance(ev, yaml.ScalarEvent):
+                self.scalar(ev)
+            elif isinstance(ev, yaml.MappingStartEvent):
+                self.start(ev, dict)
+            elif isinstance(ev, yaml.SequenceStartEvent):
+                self.start(ev, list)
+            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                self.end()
+            elif isinstance(ev, yaml.AliasEvent):
+                self.alias(ev)
+            elif isinstance(ev, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    self.sink.error("yaml-syntax", "the file holds more than one YAML document",
+                                    _loc(self.file, ev.start_mark), "remove the `---` separators after the first")
+                    raise _Abort
 
 
 def parse(text: str, file: str) -> Source:
-    """Parse YAML text; raises SpecError (yaml-syntax, duplicate-key) on bad input."""
+    """Parse YAML text; raises SpecError (yaml-syntax, duplicate-key, bad-tag, too-deep, too-many-nodes...)."""
     sink = DiagnosticSink()
+    builder = _Builder(file, sink)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        builder.run(yaml.parse(text, Loader=_LOADER))
+    except _Abort:
+        pass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
-        sink.error("yaml-syntax", f"{exc.problem or exc.context}", loc,
+        sink.error("yaml-syntax", f"{exc.problem or exc.context}", _loc(file, mark),
                    "check indentation and that every `key: value` pair has a space after the colon")
-        raise SpecError(sink.errors) from None
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow; carries an offset, not a mark
         before = text[:exc.position] if isinstance(text, str) else ""
         loc = Location(file, before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1)
         char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
         sink.error("yaml-syntax", f"{exc.reason}: character {char!r} (U+{ord(char[:1] or ' '):04X})", loc,
                    "remove the character, or quote it as an escape such as `\"\\x07\"`")
-        raise SpecError(sink.errors) from None
-    conv = _Converter(file, sink)
-    conv.src.data = conv.convert(root, ()) if root is not None else {}
+    except yaml.YAMLError as exc:  # libyaml reports some problems without a mark
+        sink.error("yaml-syntax", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                   Location(file, 1, 1), "check the file's YAML syntax")
     sink.raise_if_errors()
-    return conv.src
+    builder.src.data = builder.root if builder.root is not None else {}
+    return builder.src

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from builder.spec import DimExpr, DType
+from builder.spec import DimExpr, DType, Int
 from builder.stage_api import Axis, Op, Params, StageError, TensorType, check_tile, expect
 
 
@@ -37,7 +37,7 @@ def golden_gather_kv(indices, seqused, ori_kv, ori_block_table, cmp_kv, cmp_bloc
 
 class GatherParams(Params):
     window: DimExpr = Field(description="sliding-window length: slots below it index the window pool")
-    block_j: int = Field(32, gt=0, description="index slots per program")
+    block_j: Int = Field(32, gt=0, description="index slots per program")
 
 
 class GatherKV(Op):
@@ -69,6 +69,10 @@ class GatherKV(Op):
                 raise StageError("shape-mismatch", f"input `{pool}` axis 2 must be 1 (one shared KV head)", pool)
             pools.append(ins[pool])
         check_tile("block_j", p.block_j, n_dim)
+        window = dims.value(p.window)
+        if not float(window).is_integer() or not 0 <= window <= n_dim.value:
+            raise StageError("bad-value", f"`window` = {p.window} = {window} must be a whole number in "
+                                          f"[0, {n_dim.text} = {n_dim.value}]", param="window")
         ori, cmp = pools
         expect("cmp_kv", cmp, dtype=ori.dtype, dims={1: ori.shape[1], 3: ori.shape[3]})
         if ori.layout and cmp.layout and ori.layout != cmp.layout:

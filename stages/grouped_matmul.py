@@ -65,7 +65,7 @@ class GroupedMatmul(Op):
     def _k_loop_args(self, c) -> dict:
         _, block_k = tiles(c.p, c.type("w").shape[1], c.type("x").shape[1], *DEFAULT_TILES)
         return dict(a=c.src("x"), a_row0=f"g * {c.dim('y', 0)}", w=c.src("w"), rows=c.dim("y", 0),
-                    k_dim=c.dim("x", 1), block_k=block_k, dtype=c.type("x").dtype)
+                    rows_dim=c.type("y").shape[0], k_dim=c.dim("x", 1), block_k=block_k, dtype=c.type("x").dtype)
 
     def triton(self, c):
         col0 = f"g * {c.dim('w', 1)}"  # group g's first output column = its first weight row

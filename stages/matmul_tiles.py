@@ -9,15 +9,15 @@ from typing import Optional
 
 from pydantic import Field
 
-from builder.spec import DType
+from builder.spec import DType, Int
 from builder.stage_api import Dim, Params, StageError
 
 
 class MatmulParams(Params):
     """Tile params of a matmul stage; each op documents its own defaults (`DEFAULT_TILES`)."""
 
-    block_n: Optional[int] = Field(None, ge=16, description="output columns per program (default: the op's)")
-    block_k: Optional[int] = Field(None, ge=16, description="reduction depth per step (default: the op's)")
+    block_n: Optional[Int] = Field(None, ge=16, description="output columns per program (default: the op's)")
+    block_k: Optional[Int] = Field(None, ge=16, description="reduction depth per step (default: the op's)")
     out_dtype: DType = DType.bf16
 
 
@@ -39,11 +39,11 @@ def dot_rows(rows: int) -> int:
     return max(16, 1 << (rows - 1).bit_length())
 
 
-def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, k_dim: str, block_k: int,
-                  dtype: DType) -> list[str]:
+def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, rows_dim: Dim, k_dim: str,
+                  block_k: int, dtype: DType) -> list[str]:
     """`acc[r, n] = sum_k a[a_row0 + r, k] * w[w_row0 + n, k]` for the program's rows `r < rows` and
     columns `n` (a tile of axis `nb`): fp32 accumulation for float inputs, int32 for int8."""
-    pad = c.const("ROWS", dot_rows(c.dims.value(rows)), f"{rows} rows padded for tl.dot")
+    pad = c.const("ROWS", dot_rows(rows_dim.value), f"{rows_dim.text} rows padded for tl.dot")
     bk = c.const("BLOCK_K", block_k, "reduction depth per step")
     bn = c.tile("nb")
     if dtype is DType.int8:
@@ -66,8 +66,8 @@ def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, k_d
     ]
 
 
-def pypto_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, k_dim: str, block_k: int,
-                 dtype: DType, acc: str) -> list[str]:
+def pypto_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, rows_dim: Dim, k_dim: str,
+                 block_k: int, dtype: DType, acc: str) -> list[str]:
     """The same product as `pl.matmul` + `pl.matmul_acc` steps over K into the local `acc`; here
     `w_row0` is the first weight row of this tile (Triton's `n` already carries the tile offset)."""
     bk = c.const("BLOCK_K", block_k, "reduction depth per step")

@@ -57,7 +57,8 @@ class MatmulW8A8(Op):
 
     def _k_loop_args(self, c) -> dict:
         _, block_k = tiles(c.p, c.type("w").shape[0], c.type("a").shape[1], *DEFAULT_TILES)
-        return dict(a=c.src("a"), a_row0="0", w=c.src("w"), rows=c.dim("a", 0), k_dim=c.dim("a", 1),
+        return dict(a=c.src("a"), a_row0="0", w=c.src("w"), rows=c.dim("a", 0), rows_dim=c.type("a").shape[0],
+                    k_dim=c.dim("a", 1),
                     block_k=block_k, dtype=DType.int8)
 
     def triton(self, c):

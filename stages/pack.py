@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from builder.spec import DimExpr
+from builder.spec import DimExpr, Int
 from builder.stage_api import Op, Params, StageError, TensorType, expect
 from stages.rope_extract import head_domain
 
@@ -23,7 +23,7 @@ def golden_pack(x, rope, *, groups):
 
 class PackParams(Params):
     groups: DimExpr = Field(description="output-projection groups (heads split evenly among them)")
-    block_h: int = Field(16, ge=1, description="heads per program")
+    block_h: Int = Field(16, ge=1, description="heads per program")
 
 
 class Pack(Op):

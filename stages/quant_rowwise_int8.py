@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from builder.spec import DType
+from builder.spec import DType, Float
 from builder.stage_api import Axis, Op, Params, StageError, TensorType, expect
 
 
@@ -21,7 +21,7 @@ def golden_quant_rowwise_int8(x, *, amax_floor):
 
 
 class QuantParams(Params):
-    amax_floor: float = Field(1e-4, gt=0, description="lower bound of a row's amax (all-zero rows)")
+    amax_floor: Float = Field(1e-4, gt=0, description="lower bound of a row's amax (all-zero rows)")
 
 
 class QuantRowwiseInt8(Op):

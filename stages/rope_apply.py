@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from builder.spec import DType
+from builder.spec import DType, Int
 from builder.stage_api import TORCH_NAMES, Op, Params, StageError, TensorType, expect
 from stages.rope_extract import head_domain
 
@@ -39,7 +39,7 @@ def golden_rope_apply(even, odd, cos, sin, *, direction, out_dtype):
 class ApplyParams(Params):
     direction: Literal["forward", "inverse"]
     out_dtype: DType = DType.bf16
-    block_h: int = Field(16, ge=1, description="heads per program")
+    block_h: Int = Field(16, ge=1, description="heads per program")
 
 
 class RopeApply(Op):

@@ -9,7 +9,7 @@ from typing import Optional
 
 from pydantic import Field
 
-from builder.spec import DimExpr, DType, Layout
+from builder.spec import DimExpr, DType, Int, Layout
 from builder.stage_api import Axis, Op, Params, StageError, TensorType, check_tile, expect
 from stages import rope_layout
 
@@ -27,7 +27,7 @@ def golden_rope_extract(x, *, rope, layout):
 class ExtractParams(Params):
     rope: DimExpr = Field(description="rotary lanes at the end of each head")
     layout: Optional[Layout] = Field(None, description="layout this stage expects; default: the input's")
-    block_h: int = Field(16, ge=1, description="heads per program")
+    block_h: Int = Field(16, ge=1, description="heads per program")
 
 
 def head_domain(x: TensorType, block_h: int) -> tuple[Axis, ...]:

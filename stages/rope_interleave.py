@@ -9,7 +9,7 @@ from typing import Optional
 
 from pydantic import Field
 
-from builder.spec import DimExpr, DType, Layout
+from builder.spec import DimExpr, DType, Int, Layout
 from builder.stage_api import Op, Params, StageError, TensorType, expect
 from stages import rope_layout
 from stages.rope_extract import head_domain
@@ -27,7 +27,7 @@ def golden_rope_interleave(even, odd, *, layout):
 class InterleaveParams(Params):
     rope: DimExpr = Field(description="rotary lanes written per head (twice the pairs)")
     layout: Optional[Layout] = Field(None, description="layout to write; default: the pairs' source layout")
-    block_h: int = Field(16, ge=1, description="heads per program")
+    block_h: Int = Field(16, ge=1, description="heads per program")
 
 
 class RopeInterleave(Op):

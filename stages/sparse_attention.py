@@ -10,7 +10,7 @@ from typing import Optional
 
 from pydantic import Field
 
-from builder.spec import DimExpr, DType
+from builder.spec import DimExpr, DType, Int
 from builder.stage_api import TORCH_NAMES, Axis, Op, Params, TensorType, check_tile, expect
 
 
@@ -33,8 +33,8 @@ def golden_sparse_attention(q, kv, valid, sink, *, scale, out_dtype):
 
 class AttentionParams(Params):
     scale: Optional[DimExpr] = Field(None, description="softmax scale; default `D ** -0.5`")
-    block_n: int = Field(32, ge=16, description="keys per online-softmax step")
-    block_h: int = Field(16, ge=1, description="query heads per program")
+    block_n: Int = Field(32, ge=16, description="keys per online-softmax step")
+    block_h: Int = Field(16, ge=1, description="query heads per program")
     out_dtype: DType = DType.bf16
 
 

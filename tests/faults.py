@@ -25,8 +25,10 @@ def faulty_ops(op_name: str, backend: str, edits: dict[str, str]) -> dict:
                 seen: list[str] = []
 
                 def edit(lines):
-                    seen.extend(lines)
-                    return [pattern.sub(lambda m: edits[m.group(0)], line) for line in lines]
+                    # edits are written against the code as it reads (final names, not placeholders)
+                    shown = [ctx.show(line) for line in lines]
+                    seen.extend(shown)
+                    return [ctx.hide(pattern.sub(lambda m: edits[m.group(0)], line)) for line in shown]
 
                 if hasattr(ctx, "setup"):  # PyPTO bodies may also emit setup code (derived constants)
                     emit_setup = ctx.setup

@@ -108,7 +108,7 @@ def test_missing_file_exits_2(tmp_path):
     proc = run_build("--file", str(tmp_path / "absent.yaml"), "--check", "--no-verify")
     assert proc.returncode == 2
     assert_no_traceback(proc)
-    assert [r[:2] for r in parse_report(proc.stderr)] == [(str(tmp_path / "absent.yaml"), "yaml-syntax")]
+    assert [r[:2] for r in parse_report(proc.stderr)] == [(str(tmp_path / "absent.yaml"), "missing-file")]
 
 
 # ------------------------------------------------------------------------------ invalid spec files

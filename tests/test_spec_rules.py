@@ -427,7 +427,7 @@ def test_load_from_a_path_raises_spec_error_with_every_diagnostic(tmp_path, bund
 def test_missing_file_is_a_spec_error(tmp_path):
     with pytest.raises(builder.SpecError) as info:
         builder.load(tmp_path / "absent.yaml")
-    assert [d.rule for d in info.value.diagnostics] == ["yaml-syntax"]
+    assert [d.rule for d in info.value.diagnostics] == ["missing-file"]
 
 
 # ----------------------------------------------------------------------------- layouts and extends

@@ -1,28 +1,98 @@
-"""What every backend's generated file shares: header, docstring, constants, names, line wrapping."""
+"""What every backend's generated file shares: header, docstring, names and constants, line wrapping.
+
+Every identifier that comes from a spec reaches the code through `FileContext` (placeholders resolved
+by `naming.NameTable`), and every piece of free text through the quoting helpers of `naming`.
+"""
 from __future__ import annotations
 
-import keyword
-import re
+import builtins
+import os
 import textwrap
-from dataclasses import dataclass, field
 
 from ..graph import TypedGraph
 from ..schedule import Schedule
+from . import naming
+from .naming import NameTable
 
 GENERATOR = "build"
 WIDTH = 100
 
 
+def spec_label(file: str) -> str:
+    """How generated files name their spec: relative to the current directory when it lies below it,
+    else by its name alone (an author's absolute paths stay out of generated code)."""
+    rel = os.path.relpath(file) if os.path.isabs(file) else os.path.normpath(file)
+    return os.path.basename(file) if rel.startswith("..") or os.path.isabs(rel) else rel
+
+
 def header(tg: TypedGraph, backend: str) -> str:
     loc = tg.spec.loc
-    return (f"# @generated from {loc.file}:{loc.line} by `{GENERATOR}` — do not edit.\n"
-            f"# kernel {tg.spec.name}, backend {backend}, sizes {tg.dims.size_set}")
+    return (f"# @generated from {naming.comment(spec_label(loc.file))}:{loc.line} by `{GENERATOR}` — do not edit.\n"
+            f"# kernel {naming.name(tg.spec.name)}, backend {backend}, sizes {naming.name(tg.dims.size_set)}")
 
 
-def var(ref: str) -> str:
-    """Python identifier of a tensor reference: `attn.o` -> `attn_o`."""
-    name = re.sub(r"\W", "_", ref.replace(".", "_"))
-    return name + "_" if keyword.iskeyword(name) else name
+def default_var(ref: str) -> str:
+    """The preferred identifier of a tensor reference: `attn.o` -> `attn_o` (allocated per scope)."""
+    return ref.replace(".", "_")
+
+
+class FileContext:
+    """The names of one generated file: its top-level scope (dims and the kernel keep their names;
+    constants and block functions are allocated) and the constants it defines, in first-use order."""
+
+    def __init__(self, tg: TypedGraph):
+        self.tg = tg
+        self.table = NameTable(taken=dir(builtins))
+        for n in list(tg.dims) + [tg.spec.name] + list(tg.inputs) + list(tg.outputs):
+            self.table.fixed(n)
+        self.constants: dict[str, tuple[object, str]] = {}  # placeholder -> (value, comment)
+        self._exprs: dict[str, str] = {}
+
+    def expr(self, text) -> str:
+        """Code of a dim expression (dims as placeholders)."""
+        text = str(text)
+        if text not in self._exprs:
+            self._exprs[text] = self.table.expr_code(text)
+        return self._exprs[text]
+
+    def kernel(self) -> str:
+        return self.table.fixed(self.tg.spec.name)
+
+    def const(self, key: tuple, preferred: str, value: object, comment: str = "") -> str:
+        ph = self.table.claim(("const",) + key, preferred)
+        if ph in self.constants and self.constants[ph][0] != value:
+            raise ValueError(f"constant {preferred} given two values: {self.constants[ph][0]!r} and {value!r}")
+        self.constants.setdefault(ph, (value, comment))
+        return ph
+
+    def tile(self, block, axis, per: str = "program") -> str:
+        """Constant holding the tile size of the block's domain axis."""
+        preferred = f"{block.stages[0].id.upper()}_{axis.var.upper()}_TILE"
+        return self.const(("tile", block.index, axis.var), preferred, axis.tile,
+                          f"{axis.extent.text} tile per {per}")
+
+    def add_tile_constants(self, block, per: str) -> None:
+        for axis in block.domain:
+            if axis.tile != 1:
+                self.tile(block, axis, per)
+
+    def dim_constants(self, code: str) -> list[tuple[str, int, str]]:
+        """(name, value, expression) of each kernel dim `code` uses, free dims first, then derived."""
+        used = self.table.used(code)
+        free = [(n, self.tg.dims[n], "") for n in self.tg.spec.sizes[self.tg.dims.size_set] if n in used]
+        derived = [(n, self.tg.dims[n], str(self.tg.spec.dims[n])) for n in self.tg.spec.dims if n in used]
+        return free + derived
+
+    def constant_lines(self, code: str, define) -> tuple[list[str], list[str], list[tuple[str, str, object]]]:
+        """Definitions of the dims and of the constants `code` uses (`define(name, value)` -> code), and
+        the (name, meaning, value) list the docstring shows."""
+        dims = self.dim_constants(code)
+        consts = [(self.table.show(ph), v, c) for ph, (v, c) in self.constants.items()]
+
+        def lines(items) -> list[str]:
+            return [f"{n} = {define(n, v)}" + (f"  # {naming.comment(c)}" if c else "") for n, v, c in items]
+
+        return lines(dims), lines(consts), [(n, c, v) for n, v, c in dims + consts if c]
 
 
 def _item(head: str, text: str) -> list[str]:
@@ -47,93 +117,54 @@ def docstring(tg: TypedGraph, sched: Schedule, constants: list[tuple[str, str, o
         lines.append("    none")
     lines += ["", "Loop blocks, in schedule order:"]
     for b in sched.blocks:
-        ops = ", ".join(f"{s.id} ({s.op.name}, {s.loc.file}:{s.loc.line})" for s in b.stages)
+        ops = ", ".join(f"{s.id} ({s.op.name}, {spec_label(s.loc.file)}:{s.loc.line})" for s in b.stages)
         lines += _item(f"{b.index}. {ops}:", b.describe_domain())
-    text = "\n".join(line.rstrip() for line in lines).replace('"""', "'''")
-    return f'"""{text}\n"""'
+    return docstring_literal("\n".join(line.rstrip() for line in lines) + "\n")
 
 
-def call(head: str, args: list[str], indent: int = 0, tail: str = "") -> list[str]:
-    """`head(arg, ...)tail` on one line when it fits in WIDTH columns, else one argument per line."""
-    pad = " " * indent
-    one = f"{pad}{head}({', '.join(args)}){tail}"
-    if len(one) <= WIDTH:
-        return [one]
-    return [f"{pad}{head}("] + [f"{pad}    {a}," for a in args] + [f"{pad}){tail}"]
+def docstring_literal(text: str) -> str:
+    """A triple-quoted literal whose value is `text` (escaped by `naming.docstring_text`)."""
+    return f'"""{naming.docstring_text(text)}"""'
 
 
 def tuple_code(items: list[str]) -> str:
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
-def dim_code(text) -> str:
-    """Code for a dim expression: a bare name or number stays, anything else is parenthesized."""
-    text = str(text)
-    return text if text.isidentifier() or text.isdigit() else f"({text})"
-
-
-@dataclass
-class Constants:
-    """Module-level constants a generated file defines, in first-use order."""
-
-    items: dict[str, tuple[object, str]] = field(default_factory=dict)  # name -> (value, comment)
-
-    def add(self, name: str, value: object, comment: str = "") -> str:
-        if name in self.items and self.items[name][0] != value:
-            raise ValueError(f"constant {name} defined twice with different values")
-        self.items.setdefault(name, (value, comment))
-        return name
-
-
 class BodyCtx:
-    """What any backend offers a stage's tile body: names of its tensors, dims, tiles, constants.
+    """What any backend offers a stage's tile body: its tensors, dims, tiles and constants as code.
 
     Backends subclass it with their own pointer/view naming and casting helpers."""
 
-    def __init__(self, stage, block, tg, consts: Constants):
+    def __init__(self, stage, block, tg, file: FileContext):
         self.stage, self.block, self.tg = stage, block, tg
         self.p, self.dims = stage.params, tg.dims
-        self._consts = consts
+        self.file, self.names = file, file.table
 
     def type(self, port: str):
         """Type of input `port`, else of output `port`."""
         return self.stage.in_types.get(port) or self.stage.out_types[port]
 
     def dim(self, port: str, axis: int) -> str:
-        return dim_code(self.type(port).shape[axis].text)
+        return self.file.expr(self.type(port).shape[axis].text)
 
     def expr(self, text) -> str:
-        return dim_code(self.dims.dim(text).text)
+        return self.file.expr(self.dims.dim(text).text)
 
     def tile(self, var_name: str) -> str:
         """Constant holding the tile size of the block's domain axis `var_name`."""
-        return tile_name(self.block, next(a for a in self.block.domain if a.var == var_name))
+        return self.file.tile(self.block, next(a for a in self.block.domain if a.var == var_name))
 
     def const(self, suffix: str, value, comment: str = "") -> str:
-        return self._consts.add(f"{self.stage.id.upper()}_{suffix}", value, comment)
+        return self.file.const((self.stage.id, suffix), f"{self.stage.id.upper()}_{suffix}", value, comment)
 
+    def show(self, code: str) -> str:
+        """`code` with final names (for tools that read tile bodies, such as fault injection)."""
+        return self.file.table.show(code)
 
-def tile_name(block, axis) -> str:
-    return f"{block.stages[0].id.upper()}_{axis.var.upper()}_TILE"
-
-
-def add_tile_constants(block, consts: Constants, per: str) -> None:
-    """A named constant for each tiled axis of the block's domain (`per`: program, task, ...)."""
-    for axis in block.domain:
-        if axis.tile != 1:
-            consts.add(tile_name(block, axis), axis.tile, f"{axis.extent.text} tile per {per}")
-
-
-def used_names(code: str) -> set[str]:
-    return set(re.findall(r"\b[A-Za-z_]\w*\b", code))
-
-
-def dim_constants(tg: TypedGraph, code: str) -> list[tuple[str, int, str]]:
-    """(name, value, expression) for each kernel dim `code` mentions, free dims first, then derived."""
-    used = used_names(code)
-    free = [(n, tg.dims[n], "") for n in tg.spec.sizes[tg.dims.size_set] if n in used]
-    derived = [(n, tg.dims[n], str(tg.spec.dims[n])) for n in tg.spec.dims if n in used]
-    return free + derived
+    def hide(self, code: str) -> str:
+        """Inverse of `show`."""
+        return self.file.table.hide(code)
 
 
 def indent(lines: list[str], n: int) -> list[str]:
@@ -143,10 +174,15 @@ def indent(lines: list[str], n: int) -> list[str]:
 
 def _split_top(text: str, sep: str) -> list[str]:
     """Split at `sep` characters outside brackets and strings."""
-    parts, depth, quote, start = [], 0, "", 0
+    parts, depth, quote, start, escaped = [], 0, "", 0, False
     for i, ch in enumerate(text):
         if quote:
-            quote = "" if ch == quote else quote
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
         elif ch in "\"'":
             quote = ch
         elif ch in "([{":
@@ -160,11 +196,11 @@ def _split_top(text: str, sep: str) -> list[str]:
 
 
 def _wrap(line: str) -> list[str]:
-    """One over-long statement broken after its last top-level call's `(`, one argument per line."""
+    """One over-long statement (or `def` line) broken after its last top-level `(`, one argument per line."""
     pad = line[: len(line) - len(line.lstrip())]
     code, _, comment = line.strip().partition("  # ")
     lines = [f"{pad}# {comment}"] if comment else []
-    comma = "," if code.endswith(",") else ""
+    comma = code[-1] if code.endswith((",", ":")) else ""  # an argument's `,` or a `def`'s `:`
     code = code[:-1] if comma else code
     if len(pad) + len(code) + len(comma) <= WIDTH or not code.endswith(")"):
         return lines + [pad + code + comma]

@@ -19,8 +19,8 @@ from ..inits import recipe_call
 from ..schedule import LoopBlock, Schedule
 from ..spec import DType
 from ..stage_api import TORCH_NAMES, TensorType
-from .common import (BodyCtx, Constants, add_tile_constants, call, dim_code, dim_constants, docstring, header,
-                     indent, tile_name, var, wrap_long_lines)
+from . import naming
+from .common import BodyCtx, FileContext, default_var, docstring, header, indent, spec_label, wrap_long_lines
 
 NAME = "pypto"
 PL_DTYPE = {DType.bf16: "pl.BF16", DType.fp32: "pl.FP32", DType.int32: "pl.INT32", DType.int8: "pl.INT8"}
@@ -28,26 +28,25 @@ NOTE = ("Backend: PyPTO (`pl`). Derived constants (RoPE lane indices) are built 
         "no selector matrices or other derived tensors are asked of the caller.")
 
 
-def view_shape(t: TensorType) -> list[str]:
-    """The 2-D view of a tensor: leading dims folded into rows; a 1-D tensor becomes one row."""
-    texts = [dim_code(d.text) for d in t.shape]
-    if len(texts) == 1:
-        return ["1", texts[0]]
-    return [" * ".join(texts[:-1]), texts[-1]]
-
-
 class Names:
-    """The program's name for each tensor reference (parameter, output parameter or buffer) and for
-    its 2-D view; records which views the bodies used so that only those are defined."""
+    """The kernel function's name for each tensor reference (parameter, output parameter or buffer), for
+    its 2-D view, and for stage locals (the `pl` parser's scope is flat, so these are allocated once
+    for the whole function); records which views the bodies used so that only those are defined."""
 
-    def __init__(self, tg: TypedGraph):
-        self.tg = tg
+    def __init__(self, tg: TypedGraph, file: FileContext):
+        self.tg, self.file = tg, file
         self.out_of = {ref: name for name, ref in tg.outputs.items()}
-        self.used_views: dict[str, str] = {}  # ref -> view name, in first-use order
-        self.reserved = {self.base(r) for r in tg.types} | {f"{self.base(r)}_2d" for r in tg.types}
+        self.table = file.table
+        self.used_views: dict[str, str] = {}  # ref -> view placeholder, in first-use order
+        for ref in tg.types:  # tensors first, so that they keep their natural names
+            self.base(ref)
 
     def base(self, ref: str) -> str:
-        return ref if ref in self.tg.inputs else self.out_of.get(ref) or var(ref)
+        if ref in self.tg.inputs:
+            return self.table.fixed(ref)
+        if ref in self.out_of:
+            return self.table.fixed(self.out_of[ref])
+        return self.table.claim(("buffer", ref), default_var(ref))
 
     def is_buffer(self, ref: str) -> bool:
         return ref not in self.tg.inputs and ref not in self.out_of
@@ -56,21 +55,30 @@ class Names:
         """The 2-D view: buffers are created 2-D; parameters of another rank get a reshaped view."""
         if self.is_buffer(ref) or len(self.tg.types[ref].shape) == 2:
             return self.base(ref)
-        return self.used_views.setdefault(ref, f"{self.base(ref)}_2d")
+        if ref not in self.used_views:
+            preferred = (ref if ref in self.tg.inputs else self.out_of[ref]) + "_2d"
+            self.used_views[ref] = self.table.claim(("view", ref), preferred)
+        return self.used_views[ref]
 
     def local(self, stage_id: str, name: str) -> str:
-        """A stage-local variable name that no tensor of the program uses."""
-        candidate = f"{stage_id}_{name}"
-        return candidate + "_tile" if candidate in self.reserved else candidate
+        """A stage-local variable, `<stage>_<name>` unless that is taken."""
+        return self.table.claim(("local", stage_id, name), f"{stage_id}_{name}", f"{stage_id}_{name}_tile")
+
+    def view_shape(self, t: TensorType) -> list[str]:
+        """The 2-D view of a tensor: leading dims folded into rows; a 1-D tensor becomes one row."""
+        texts = [self.file.expr(d.text) for d in t.shape]
+        if len(texts) == 1:
+            return ["1", texts[0]]
+        return [" * ".join(texts[:-1]), texts[-1]]
 
 
 class PyptoCtx(BodyCtx):
     """PyPTO specifics: 2-D view names, stage-prefixed locals (the `pl` parser's scope is flat),
     and setup code for constants derived once before the block's loops."""
 
-    def __init__(self, stage: Stage, block: LoopBlock, tg: TypedGraph, consts: Constants, names: Names,
+    def __init__(self, stage: Stage, block: LoopBlock, tg: TypedGraph, file: FileContext, names: Names,
                  setup: list[str]):
-        super().__init__(stage, block, tg, consts)
+        super().__init__(stage, block, tg, file)
         self._names, self._setup = names, setup
         self.prologue: list[str] = []
 
@@ -90,14 +98,15 @@ class PyptoCtx(BodyCtx):
     def let(self, name: str, code: str, comment: str = "") -> str:
         """A stage-local scalar defined at the top of the stage's body; returns its name."""
         local = self.local(name)
-        self.prologue.append(f"{local} = {code}" + (f"  # {comment}" if comment else ""))
+        self.prologue.append(f"{local} = {code}" + (f"  # {naming.comment(comment)}" if comment else ""))
         return local
 
     def setup(self, buffers: list[tuple[str, list[str], DType]], body: list[str]) -> None:
         """Tensors computed once before this block's loops, in their own `pl.at` scope."""
         for name, shape, dtype in buffers:
             self._setup.append(f"{name} = pl.create_tensor([{', '.join(shape)}], dtype={PL_DTYPE[dtype]})")
-        self._setup.append(f'with pl.at(level=pl.Level.CORE_GROUP, name_hint="{self.stage.id}_constants"):')
+        hint = naming.string(f"{self.stage.id}_constants")
+        self._setup.append(f"with pl.at(level=pl.Level.CORE_GROUP, name_hint={hint}):")
         self._setup += indent(body, 4)
 
     def cast(self, code: str, port: str) -> str:
@@ -108,84 +117,87 @@ class PyptoCtx(BodyCtx):
         return f"pl.cast({code}, target_type={PL_DTYPE[dtype]}, mode=\"rint\")"
 
 
-def _loops(block: LoopBlock) -> list[str]:
+def _loops(block: LoopBlock, file: FileContext) -> list[str]:
     """The orchestration loop nest of a block: `pl.parallel` for parallel axes, `pl.range` otherwise."""
     lines = []
     for depth, axis in enumerate(block.domain):
         loop = "pl.parallel" if axis.parallel else "pl.range"
-        trips = dim_code(axis.extent.text)
+        trips = file.expr(axis.extent.text)
         if axis.tile != 1:
-            trips += f" // {tile_name(block, axis)}"
+            trips += f" // {file.tile(block, axis)}"
         lines.append("    " * depth + f"for {axis.var} in {loop}({trips}):")
     return lines
 
 
-def _block(block: LoopBlock, tg: TypedGraph, consts: Constants, names: Names) -> list[str]:
-    ops = ", ".join(f"{s.id} ({s.op.name}, {s.loc.file}:{s.loc.line})" for s in block.stages)
-    lines = [f"# Loop block {block.index}: {ops}", f"# {block.describe_domain()}"]
-    add_tile_constants(block, consts, "task")
+def _block(block: LoopBlock, tg: TypedGraph, file: FileContext, names: Names) -> list[str]:
+    ops = ", ".join(f"{s.id} ({s.op.name}, {naming.comment(spec_label(s.loc.file))}:{s.loc.line})"
+                    for s in block.stages)
+    lines = [f"# Loop block {block.index}: {ops}", f"# {naming.comment(block.describe_domain())}"]
+    file.add_tile_constants(block, "task")
     setup: list[str] = []
     body: list[str] = []
     for stage in block.stages:
         body.append(f"# stage {stage.id} ({stage.op.name})")
-        ctx = PyptoCtx(stage, block, tg, consts, names, setup)
+        ctx = PyptoCtx(stage, block, tg, file, names, setup)
         tile_body = stage.op.pypto(ctx)
         body += ctx.prologue + tile_body
     depth = len(block.domain)
-    scope = [f'with pl.at(level=pl.Level.CORE_GROUP, name_hint="{block.name}"):'] + indent(body, 4)
-    return lines + setup + _loops(block) + indent(scope, 4 * depth)
+    scope = [f"with pl.at(level=pl.Level.CORE_GROUP, name_hint={naming.string(block.name)}):"] + indent(body, 4)
+    return lines + setup + _loops(block, file) + indent(scope, 4 * depth)
 
 
-def _kernel(tg: TypedGraph, sched: Schedule, consts: Constants, names: Names) -> list[str]:
-    params = [f"{n}: pl.Tensor[[{', '.join(dim_code(d.text) for d in t.shape)}], {PL_DTYPE[t.dtype]}]"
-              for n, t in tg.inputs.items()]
-    params += [f"{n}: pl.Out[pl.Tensor[[{', '.join(dim_code(d.text) for d in tg.types[r].shape)}], "
-               f"{PL_DTYPE[tg.types[r].dtype]}]]" for n, r in tg.outputs.items()]
-    lines = ["@pl.jit", f"def {tg.spec.name}("] + [f"    {p}," for p in params] + ["):"]
+def _kernel(tg: TypedGraph, sched: Schedule, file: FileContext, names: Names) -> str:
+
+    def annotation(t: TensorType) -> str:
+        return f"pl.Tensor[[{', '.join(file.expr(d.text) for d in t.shape)}], {PL_DTYPE[t.dtype]}]"
+
+    params = [f"{names.base(n)}: {annotation(t)}" for n, t in tg.inputs.items()]
+    params += [f"{names.base(r)}: pl.Out[{annotation(tg.types[r])}]" for r in tg.outputs.values()]
+    lines = ["@pl.jit", f"def {file.kernel()}("] + [f"    {p}," for p in params] + ["):"]
     lines.append(f'    """{tg.spec.name}: {len(sched.blocks)} loop blocks; parameters as in the module docstring."""')
     blocks: list[str] = []
     for b in sched.blocks:
-        blocks += [""] + _block(b, tg, consts, names)
-    body = [f"{view} = pl.reshape({names.base(ref)}, [{', '.join(view_shape(tg.types[ref]))}])"
+        blocks += [""] + _block(b, tg, file, names)
+    body = [f"{view} = pl.reshape({names.base(ref)}, [{', '.join(names.view_shape(tg.types[ref]))}])"
             for ref, view in names.used_views.items()]
     for b in sched.blocks:
         for ref in b.writes + b.scratch:
             if names.is_buffer(ref):
                 t = tg.types[ref]
-                body.append(f"{var(ref)} = pl.create_tensor([{', '.join(view_shape(t))}], dtype={PL_DTYPE[t.dtype]})")
-    return lines + indent(body + blocks, 4) + ["", f"    return {', '.join(tg.outputs)}"]
+                body.append(f"{names.base(ref)} = pl.create_tensor([{', '.join(names.view_shape(t))}], "
+                            f"dtype={PL_DTYPE[t.dtype]})")
+    returns = ", ".join(names.base(r) for r in tg.outputs.values())
+    return "\n".join(lines + indent(body + blocks, 4) + ["", f"    return {returns}"])
 
 
-def _golden(tg: TypedGraph) -> list[str]:
+def _golden(tg: TypedGraph, file: FileContext) -> tuple[str, str]:
     fns = []
     for st in tg.stages.values():
         src = inspect.getsource(type(st.op).golden_fn)
         if src not in fns:
             fns.append(src.rstrip())
-    lines = [f"def golden_{tg.spec.name}(tensors):",
+    result = {sid: file.table.claim(("golden", sid), sid) for sid in tg.stages}
+
+    def value_of(ref: str) -> str:
+        if ref in tg.inputs:
+            return f"tensors[{naming.string(ref)}]"
+        stage, port = ref.split(".", 1)
+        return f"{result[stage]}[{naming.string(port)}]"
+
+    lines = [f"def golden_{naming.name(tg.spec.name)}(tensors):",
              '    """Torch golden of the same stage graph: each stage\'s reference, in schedule order. Fills the',
              '    outputs of `tensors` in place."""']
     for st in tg.stages.values():
-        args = [f"{port}={_value_of(ref, tg)}" for port, ref in st.inputs.items()]
-        args += [f"{k}={v!r}" for k, v in st.op.golden_args(st.params, tg.dims, {**st.in_types, **st.out_types}).items()]
-        lines += call(f"{_golden_var(st.id)} = {type(st.op).golden_fn.__name__}", args, indent=4)
+        args = [f"{port}={value_of(ref)}" for port, ref in st.inputs.items()]
+        args += [f"{k}={naming.literal(v)}" for k, v in
+                 st.op.golden_args(st.params, tg.dims, {**st.in_types, **st.out_types}).items()]
+        lines.append(f"    {result[st.id]} = {type(st.op).golden_fn.__name__}({', '.join(args)})")
     for name, ref in tg.outputs.items():
-        lines.append(f'    tensors["{name}"][:] = {_value_of(ref, tg)}')
-    return ["\n\n\n".join(fns), "\n".join(lines)]
+        lines.append(f"    tensors[{naming.string(name)}][:] = {value_of(ref)}")
+    return "\n\n\n".join(fns), "\n".join(lines)
 
 
-def _golden_var(stage_id: str) -> str:
-    return stage_id if stage_id not in ("tensors", "torch") else stage_id + "_"
-
-
-def _value_of(ref: str, tg: TypedGraph) -> str:
-    if ref in tg.inputs:
-        return f'tensors["{ref}"]'
-    stage, port = ref.split(".", 1)
-    return f'{_golden_var(stage)}["{port}"]'
-
-
-def _harness(tg: TypedGraph, seed: int) -> list[str]:
+def _harness(tg: TypedGraph, seed: int, file: FileContext) -> tuple[str, str]:
     fns, specs = [], []
     for name, t in tg.inputs.items():
         fn, kwargs = recipe_call(tg, name, seed)
@@ -193,13 +205,14 @@ def _harness(tg: TypedGraph, seed: int) -> list[str]:
         if src not in fns:
             fns.append(src)
         dtype = f"torch.{TORCH_NAMES[t.dtype]}"
-        args = ", ".join([fn.__name__, dtype] + [f"{k}={v!r}" for k, v in kwargs.items()])
-        shape = ", ".join(dim_code(d.text) for d in t.shape)
-        specs.append(f'        TensorSpec("{name}", [{shape}], {dtype}, init_value=init({args})),')
+        args = ", ".join([fn.__name__, dtype] + [f"{k}={naming.literal(v)}" for k, v in kwargs.items()])
+        shape = ", ".join(file.expr(d.text) for d in t.shape)
+        specs.append(f"        TensorSpec({naming.string(name)}, [{shape}], {dtype}, init_value=init({args})),")
     for name, ref in tg.outputs.items():
         t = tg.types[ref]
-        shape = ", ".join(dim_code(d.text) for d in t.shape)
-        specs.append(f'        TensorSpec("{name}", [{shape}], torch.{TORCH_NAMES[t.dtype]}, is_output=True),')
+        shape = ", ".join(file.expr(d.text) for d in t.shape)
+        specs.append(f"        TensorSpec({naming.string(name)}, [{shape}], torch.{TORCH_NAMES[t.dtype]}, "
+                     "is_output=True),")
     build = ["def build_tensor_specs():",
              '    """Inputs in the kernel\'s parameter order, with the YAML\'s deterministic init recipes."""',
              "    import torch",
@@ -208,10 +221,10 @@ def _harness(tg: TypedGraph, seed: int) -> list[str]:
              '        """An initializer: `recipe(**args)` as `dtype` (the YAML recipe\'s function above)."""',
              "        return lambda: recipe(**args).to(dtype)", "",
              "    return ["] + specs + ["    ]"]
-    return ["\n\n\n".join(fns), "\n".join(build)]
+    return "\n\n\n".join(fns), "\n".join(build)
 
 
-def _main(tg: TypedGraph) -> list[str]:
+def _main(tg: TypedGraph, file: FileContext) -> str:
     lines = ['if __name__ == "__main__":',
              "    import argparse",
              "",
@@ -223,38 +236,47 @@ def _main(tg: TypedGraph) -> list[str]:
              '    parser.add_argument("-d", "--device", type=int, default=0)',
              "    args = parser.parse_args()",
              "    result = run_jit(",
-             f"        fn={tg.spec.name},",
+             f"        fn={file.kernel()},",
              "        specs=build_tensor_specs(),",
-             f"        golden_fn=golden_{tg.spec.name},",
+             f"        golden_fn=golden_{naming.name(tg.spec.name)},",
              "        runtime_cfg=dict(platform=args.platform, device_id=args.device),",
-             f"        rtol={tg.spec.tolerance.rtol!r},",
-             f"        atol={tg.spec.tolerance.atol!r},",
+             f"        rtol={naming.literal(tg.spec.tolerance.rtol)},",
+             f"        atol={naming.literal(tg.spec.tolerance.atol)},",
              "        compare_fn={"]
     for name in tg.outputs:
         tol = tg.spec.outputs[name].tolerance or tg.spec.tolerance
-        lines.append(f'            "{name}": ratio_allclose(atol={tol.atol!r}, rtol={tol.rtol!r}, '
-                     f"max_error_ratio={tol.max_error_ratio!r}),")
+        lines.append(f"            {naming.string(name)}: ratio_allclose(atol={naming.literal(tol.atol)}, "
+                     f"rtol={naming.literal(tol.rtol)}, max_error_ratio={naming.literal(tol.max_error_ratio)}),")
     lines += ["        },",
               "    )",
               "    if not result.passed:",
               "        if result.error:",
               "            print(result.error)",
               "        raise SystemExit(1)"]
-    return lines
+    return "\n".join(lines)
+
+
+def _contexts(tg: TypedGraph) -> tuple[FileContext, Names]:
+    """The file's names, tensors first: a buffer's name depends on the graph alone (see `buffer_names`)."""
+    file = FileContext(tg)
+    return file, Names(tg, file)
+
+
+def buffer_names(tg: TypedGraph) -> dict[str, str]:
+    """Stage output reference -> the kernel function's local holding it (executors read them back)."""
+    file, names = _contexts(tg)
+    return {ref: file.table.show(names.base(ref)) for ref in tg.types if names.is_buffer(ref)}
 
 
 def emit(tg: TypedGraph, sched: Schedule, seed: int = 0) -> str:
-    consts, names = Constants(), Names(tg)
-    kernel = "\n".join(_kernel(tg, sched, consts, names))
-    tail = _golden(tg) + _harness(tg, seed) + ["\n".join(_main(tg))]
-    code = kernel + "\n".join(tail)
-    dims = dim_constants(tg, code)
-    const_lines = ["# dims (sizes " + tg.dims.size_set + ")"]
-    const_lines += [f"{n} = {v}" + (f"  # {c}" if c else "") for n, v, c in dims]
-    const_lines += ["", "# tiling and stage constants"]
-    const_lines += [f"{n} = {v!r}  # {c}" for n, (v, c) in consts.items.items()]
-    derived = [(n, c, v) for n, v, c in dims if c] + [(n, c, v) for n, (v, c) in consts.items.items()]
-    head = [header(tg, NAME), docstring(tg, sched, derived, NOTE), "import pypto.language as pl",
-            "\n".join(const_lines)]
-    return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join([kernel] + tail) + "\n")
-
+    file, names = _contexts(tg)
+    kernel = _kernel(tg, sched, file, names)
+    golden_fns, golden = _golden(tg, file)
+    init_fns, harness = _harness(tg, seed, file)
+    chunks = [kernel, golden_fns, golden, init_fns, harness, _main(tg, file)]
+    dim_lines, const_lines, shown = file.constant_lines("\n".join(chunks), lambda n, v: naming.literal(v))
+    head = [header(tg, NAME), docstring(tg, sched, shown, NOTE), "import pypto.language as pl",
+            "\n".join([f"# dims (sizes {naming.name(tg.dims.size_set)})"] + dim_lines
+                      + ["", "# tiling and stage constants"] + const_lines)]
+    body = [file.table.resolve(c) for c in chunks]
+    return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n")

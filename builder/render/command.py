@@ -37,9 +37,6 @@ def run(args, lib, kernels) -> int:
     except (GraphUsageError, RenderError) as exc:
         print(f"build: error: {exc}", file=sys.stderr)
         return 2
-    except KeyError as exc:  # a size set the other side lacks
-        print(f"build: error: {exc.args[0]}", file=sys.stderr)
-        return 2
 
     for path, fmt in targets:
         data = rendered[fmt]
@@ -84,6 +81,10 @@ def _paired(args, lib, kernels):
         pairs = [(k, other[k.name] if k.name in other else None) for k in kernels]
         if not args.kernel:  # kernels that only the other side has show as removed
             pairs += [(None, other[name]) for name in other if name not in lib]
+    for kernel in (k for pair in pairs for k in pair if k is not None):
+        if args.sizes is not None and args.sizes not in kernel.spec.sizes:
+            raise GraphUsageError(f"kernel {kernel.name} of {other.path if kernel in other.values() else args.file} "
+                                  f"has no size set {args.sizes!r}; it has {', '.join(kernel.spec.sizes)}")
     views = [k.typed(args.sizes) if k else None for k, _ in pairs]
     against = [o.typed(args.sizes) if o else None for _, o in pairs]
     return views, against
@@ -110,11 +111,15 @@ def load_other(spec: str, file: str):
 
 
 def _git_show(git_spec: str, spec: str) -> str:
+    if git_spec.startswith("-"):  # `--against=--output=F:x` must never reach git as an option
+        raise GraphUsageError(f"--against {spec}: not a file, and not a revision (it starts with `-`)")
     try:
-        proc = subprocess.run(["git", "show", git_spec], capture_output=True, text=True)
-    except OSError as exc:
+        proc = subprocess.run(["git", "show", "--end-of-options", git_spec], capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "it did not answer within 60 s"
         raise GraphUsageError(f"--against {spec}: not a file, and git cannot run to read it as a revision "
-                              f"({exc.strerror})") from None
+                              f"({why})") from None
     if proc.returncode != 0:
         why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
         raise GraphUsageError(f"--against {spec}: not a file, and `git show {git_spec}` failed: {why}")

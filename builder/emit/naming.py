@@ -1,0 +1,215 @@
+"""Identifiers and literals of generated code: the only way text from a spec enters an emitted file.
+
+User names (dims, inputs, outputs, the kernel) are validated identifiers (builder/names.py) and keep
+their spelling. Names the emitters derive from them (buffers, pointer arguments, stage constants,
+block kernels, stage locals) are allocated, so two of them never meet however the user names things.
+While a function is generated, every such name is written as a placeholder `__m<N>__`. A stage's tile
+body also writes plain locals of its own (`h`, `row`, `acc`...); once the function is complete, any of
+those that equals a placeholder's final name is renamed, and only then are placeholders replaced.
+So a dim named `h` and a tile body's local `h` both keep working, and users never need to know the
+emitters' locals. Free text (docs, comments, strings) goes through `string`, `comment` or `docstring`.
+"""
+from __future__ import annotations
+
+import ast
+import io
+import json
+import math
+import re
+import tokenize
+from typing import Iterable
+
+from .. import expr
+from ..names import IDENTIFIER, RESERVED
+
+PLACEHOLDER = re.compile(r"__m(\d+)__")
+_WORD = re.compile(r"\b[A-Za-z_]\w*\b")
+
+
+# --- literals -------------------------------------------------------------------------------------
+
+def string(text: str) -> str:
+    """A double-quoted Python string literal of any text (JSON escapes are Python escapes)."""
+    return json.dumps(str(text))
+
+
+def literal(value) -> str:
+    """A Python literal of a number, string, bool, None or list of them; refuses NaN and infinities
+    (their repr is not a literal)."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"non-finite value {value!r} cannot be written into generated code")
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value)  # a valid literal of any text
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
+    raise TypeError(f"no literal for {type(value).__name__}")
+
+
+def comment(text: str) -> str:
+    """Text safe inside a `#` comment: one line, control characters escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
+
+
+def docstring_text(text: str) -> str:
+    """Text safe inside a `\"\"\"` docstring: backslashes, quotes and control characters escaped, so the
+    docstring's value is the text itself (newlines and tabs stay as they are)."""
+    out = []
+    for ch in str(text):
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch in "\n\t" or ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ascii(ch)[1:-1])
+    return "".join(out)
+
+
+def name(identifier: str) -> str:
+    """A validated identifier written as is (a checkpoint: anything else is a bug upstream)."""
+    if not IDENTIFIER.match(identifier):
+        raise ValueError(f"not an identifier: {identifier!r}")
+    return identifier
+
+
+# --- placeholders ---------------------------------------------------------------------------------
+
+class NameTable:
+    """The identifiers of one generated file, as placeholders until a function is complete.
+
+    User names (`fixed`) keep their spelling. Derived names are allocated by `claim`, once per key
+    (a tensor's pointer argument has one name in every kernel of the file) and unique in the whole
+    file, so that no name shadows another anywhere (a buffer named like a block function, say)."""
+
+    def __init__(self, taken: Iterable[str] = ()):
+        self.final: list[str] = []
+        self.taken: set[str] = set(RESERVED) | set(taken)  # every name the file defines or reads
+        self._keys: dict[object, str] = {}
+
+    def _new(self, final: str) -> str:
+        self.final.append(final)
+        return f"__m{len(self.final) - 1}__"
+
+    def fixed(self, n: str) -> str:
+        """Placeholder of a user name (validated, and distinct from the other user names of the file)."""
+        key = ("fixed", n)
+        if key not in self._keys:
+            self._keys[key] = self._new(name(n))
+            self.taken.add(n)
+        return self._keys[key]
+
+    def claim(self, key: object, preferred: str, *alternatives: str) -> str:
+        """Placeholder of a derived name: `preferred`, else the first free alternative, else
+        `preferred_2`, `_3`..."""
+        if key in self._keys:
+            return self._keys[key]
+        candidate = next((c for c in (preferred,) + alternatives if c not in self.taken), None)
+        n = 1
+        while candidate is None or candidate in self.taken:
+            n += 1
+            candidate = f"{preferred}_{n}"
+        self.taken.add(candidate)
+        self._keys[key] = self._new(candidate)
+        return self._keys[key]
+
+    def show(self, code: str) -> str:
+        """`code` with every placeholder replaced by its final name."""
+        return PLACEHOLDER.sub(lambda m: self.final[int(m.group(1))], code)
+
+    def hide(self, code: str) -> str:
+        """Inverse of `show` (for test helpers that edit shown code; assumes no local shares a name)."""
+        by_name = {final: f"__m{i}__" for i, final in enumerate(self.final)}
+        return _WORD.sub(lambda m: by_name.get(m.group(0), m.group(0)), code)
+
+    def used(self, code: str) -> set[str]:
+        """Final names of the placeholders in `code`."""
+        return {self.final[int(i)] for i in PLACEHOLDER.findall(code)}
+
+    def resolve(self, chunk: str) -> str:
+        """Final code of one function (or statement group): plain locals that equal the final name of a
+        placeholder in it are renamed first, then placeholders are replaced."""
+        finals = self.used(chunk)
+        words = set(_WORD.findall(PLACEHOLDER.sub("", chunk)))
+        clash = words & finals
+        if clash:
+            chunk = _rename(chunk, clash, avoid=finals | words)
+        return self.show(chunk)
+
+    def expr_code(self, text) -> str:
+        """Code of a dim expression with every dim as its placeholder; parenthesized unless atomic."""
+        tree = expr.parse_tree(str(text))
+        code = expr.unparse_names(tree, self.fixed)
+        return code if isinstance(tree, (ast.Name, ast.Constant)) else f"({code})"
+
+
+def _rename(chunk: str, clash: set[str], avoid: set[str]) -> str:
+    """Rename plain-name tokens in `clash` (not attributes, not keyword-argument names)."""
+    fresh = {}
+    for old in sorted(clash):
+        new, n = f"{old}_", 1
+        while new in avoid or new in fresh.values():
+            n += 1
+            new = f"{old}_{n}"
+        fresh[old] = new
+    lines = chunk.split("\n")
+    edits: dict[int, list[tuple[int, int, str]]] = {}
+    tokens = list(tokenize.generate_tokens(io.StringIO(chunk).readline))
+    depth = 0
+    for i, tok in enumerate(tokens):
+        if tok.type == tokenize.OP and tok.string in "([{":
+            depth += 1
+        elif tok.type == tokenize.OP and tok.string in ")]}":
+            depth -= 1
+        if tok.type == tokenize.STRING and re.match(r"[A-Za-z]*[fF]", tok.string):
+            new = _rename_in_fstring(tok.string, fresh)  # Python < 3.12 tokenizes an f-string whole
+            if new != tok.string:
+                (row, col), (_, end) = tok.start, tok.end
+                edits.setdefault(row - 1, []).append((col, end, new))
+            continue
+        if tok.type != tokenize.NAME or tok.string not in fresh:
+            continue
+        before = tokens[i - 1] if i else None
+        after = tokens[i + 1] if i + 1 < len(tokens) else None
+        if before is not None and before.type == tokenize.OP and before.string == ".":
+            continue  # an attribute, e.g. `tl.max`
+        if depth and after is not None and after.type == tokenize.OP and after.string == "=":
+            continue  # a keyword argument, e.g. `mask=...`
+        (row, col), (_, end) = tok.start, tok.end
+        edits.setdefault(row - 1, []).append((col, end, fresh[tok.string]))
+    for row, spans in edits.items():
+        line = lines[row]
+        for col, end, new in sorted(spans, reverse=True):
+            line = line[:col] + new + line[end:]
+        lines[row] = line
+    return "\n".join(lines)
+
+
+def _rename_in_fstring(literal: str, fresh: dict[str, str]) -> str:
+    """Rename names inside the replacement fields `{...}` of a one-line f-string literal."""
+    out, depth, i = [], 0, 0
+    while i < len(literal):
+        ch = literal[i]
+        if ch in "{}" and literal[i:i + 2] in ("{{", "}}") and depth == 0:
+            out.append(literal[i:i + 2])
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        elif depth and (ch.isalpha() or ch == "_") and not (out and (out[-1][-1:].isalnum() or out[-1][-1:] in "._")):
+            m = re.match(r"[A-Za-z_]\w*", literal[i:])
+            word = m.group(0)
+            out.append(fresh.get(word, word))
+            i += len(word)
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
