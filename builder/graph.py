@@ -147,6 +147,8 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
             continue
         input_types[name] = TensorType(shape, t.dtype, t.layout)
         g.add_node(f"input:{name}", kind="input", name=name)
+    if not _check_bytes(input_types, size_set, max_bytes, sink, where):
+        return None  # nothing else about these sizes is worth checking
     _check_init_recipes(spec, dims, input_types, sink, where)
 
     # Ops and params first: they decide which ports exist.
@@ -276,7 +278,8 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
             sink.warn("unused", f"stage `{sid}` produces nothing that a stage or output reads",
                       where(("stages", sid), True), "remove it, or take one of its outputs")
 
-    if len(sink.errors) > errors_before or not _check_bytes(available, size_set, max_bytes, sink, where):
+    fits = _check_bytes(available, size_set, max_bytes, sink, where)
+    if len(sink.errors) > errors_before or not fits:
         return None
     for u, v, data in g.edges(data=True):
         data["type"] = available[data["ref"]]

@@ -229,6 +229,7 @@ def load_kernels(src: Source, sink: DiagnosticSink) -> list[tuple[KernelSpec, Ca
         except ValidationError as exc:
             report_validation(exc, sink, where, KernelSpec)
             continue
+        ok &= _distinct_names(spec, where, sink)
         if spec.default_sizes not in written_sets:
             sink.error("unknown-ref", f"`default_sizes: {spec.default_sizes}` names no size set of kernel "
                                       f"`{name}`", where(("default_sizes",), False),
@@ -237,6 +238,24 @@ def load_kernels(src: Source, sink: DiagnosticSink) -> list[tuple[KernelSpec, Ca
         if ok:
             kernels.append((spec, where))
     return kernels
+
+
+def _distinct_names(spec: KernelSpec, where, sink: DiagnosticSink) -> bool:
+    """A kernel's dims, inputs and outputs, and the kernel itself, are all identifiers of the same
+    generated code (module constants, parameters): no two may share a name."""
+    owners: dict[str, str] = {spec.name: "the kernel's own name"}
+    places = [(n, "dim", ("sizes", set_name, n)) for set_name, sizes in spec.sizes.items() for n in sizes]
+    places += [(n, "dim", ("dims", n)) for n in spec.dims]
+    places += [(n, "input", ("inputs", n)) for n in spec.inputs]
+    places += [(n, "output", ("outputs", n)) for n in spec.outputs]
+    ok = True
+    for n, kind, path in places:
+        owner = owners.setdefault(n, f"{kind} `{n}`")
+        if owner != f"{kind} `{n}`":
+            sink.error("bad-name", f"{kind} `{n}` has the name of {owner}: they would be one identifier in the "
+                                   "generated code", where(path, True), "rename one of them")
+            ok = False
+    return ok
 
 
 def _resolve_size_refs(data: dict, shared: dict, sink: DiagnosticSink, where) -> bool:

@@ -54,6 +54,14 @@ FAULTS = {
     "off-by-one in pack": ("pack", {"* T + t": "* T + (t + 1) % T"}, "pack"),
     "wrong layout on write-back": ("rope_interleave", {"2 * k[None, :] + 1": "HALF_ROPE + k[None, :]",
                                                        "2 * k[None, :]": "k[None, :]"}, "interleave"),
+    # the three below pass with identity page tables, a full `seqused_kv` and no -1 slots inside rows
+    "gather ignores the page table": ("gather_kv", {
+        "ori_row = ori_page * BLOCK_SIZE": "ori_row = (t * ORI_MAX_BLOCKS + raw // BLOCK_SIZE) * BLOCK_SIZE",
+        "cmp_row = cmp_page * BLOCK_SIZE": "cmp_row = (t * CMP_MAX_BLOCKS + slot // BLOCK_SIZE) * BLOCK_SIZE"},
+        "gather"),
+    "gather ignores seqused": ("gather_kv", {"seq = tl.load(seqused_kv_ptr + t)": "seq = TOPK"}, "gather"),
+    "last key block unmasked": ("sparse_attention", {
+        "other=0) != 0)": "other=0) != 0) | (n0 + ATTN_BLOCK_N >= TOPK)"}, "attn"),
 }
 PYPTO_FAULTS = {
     "swap even/odd lanes": ("rope_extract", {"extract_even[": "extract_odd[", "extract_odd[": "extract_even["},
@@ -66,4 +74,14 @@ PYPTO_FAULTS = {
     # write-back through the identity index: concat(real, imag) lands as split-half lanes
     "wrong layout on write-back": ("rope_interleave", {"pl.cast(interleave_lane_src,": "pl.cast(interleave_lane,"},
                                    "interleave"),
+    "gather ignores the page table": ("gather_kv", {
+        "gather_page * BLOCK_SIZE + gather_raw %": "(t * ORI_MAX_BLOCKS + gather_raw // BLOCK_SIZE) * BLOCK_SIZE "
+                                                   "+ gather_raw %",
+        "gather_page * BLOCK_SIZE + gather_slot %": "(t * CMP_MAX_BLOCKS + gather_slot // BLOCK_SIZE) * BLOCK_SIZE "
+                                                    "+ gather_slot %"}, "gather"),
+    "gather ignores seqused": ("gather_kv", {"gather_seq = pl.read(seqused_kv, [t])": "gather_seq = TOPK"}, "gather"),
+    "last key block unmasked": ("sparse_attention", {
+        "pl.cast(gather_valid[t : t + 1, n0 : n0 + ATTN_BLOCK_N], target_type=pl.FP32)":
+            "(pl.cast(gather_valid[t : t + 1, n0 : n0 + ATTN_BLOCK_N], target_type=pl.FP32) "
+            "if n0 + ATTN_BLOCK_N < TOPK else pl.full([1, ATTN_BLOCK_N], dtype=pl.FP32, value=1.0))"}, "attn"),
 }

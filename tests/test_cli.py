@@ -12,28 +12,8 @@ import pytest
 import yaml
 
 from builder.cli import parser
-from tests.spec_helpers import (BUNDLED, MAIN, MAIN_KERNEL, SIX_OPS, SPLIT, SPLIT_KERNEL, edit, kernel_yaml,
-                                position, run_build, run_python)
-
-ERROR_LINE = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|warning)\[(?P<rule>[a-z-]+)\]: \S.*$")
-HINT_LINE = re.compile(r"^  hint: \S.*$")
-
-
-def parse_report(stderr: str, severity: str = "error") -> list[tuple[str, str, int, int]]:
-    """(file, rule, line, col) of every diagnostic line; asserts each is followed by a `hint:` line."""
-    lines = stderr.splitlines()
-    found = []
-    for i, line in enumerate(lines):
-        m = ERROR_LINE.match(line)
-        if m and m["sev"] == severity:
-            assert i + 1 < len(lines) and HINT_LINE.match(lines[i + 1]), f"no hint after {line!r}:\n{stderr}"
-            found.append((m["file"], m["rule"], int(m["line"]), int(m["col"])))
-    return found
-
-
-def assert_no_traceback(proc) -> None:
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
-
+from tests.spec_helpers import (BUNDLED, MAIN, MAIN_KERNEL, SIX_OPS, SPLIT, SPLIT_KERNEL, assert_no_traceback,
+                                edit, kernel_yaml, parse_report, position, run_build, run_python)
 
 # ---------------------------------------------------------------------------------- the happy paths
 

@@ -227,8 +227,66 @@ def _illegal_fuse(b: str) -> Expect:
     return Expect(t, position(t, "[gather, attn]"), ("`gather`", "`attn`"), ("iteration domain",))
 
 
+def _bad_name(b: str) -> Expect:
+    t = edit(b, "      attn_sink:\n", "      attn-sink:\n", after=MAIN)
+    return Expect(t, position(t, "attn-sink:"), ("attn-sink", "identifier"), ("reserved",))
+
+
+def _bad_name_clash(b: str) -> Expect:
+    """An input named like a dim: both would be one identifier of the generated code."""
+    t = edit(b, "      attn_sink:\n", "      NOPE:\n", after=MAIN).replace("sink: attn_sink}", "sink: NOPE}", 1)
+    return Expect(t, position(t, "NOPE:", after=(MAIN, "    inputs:")), ("input `NOPE`", "dim `NOPE`"), ("rename",))
+
+
+def _bad_tag(b: str) -> Expect:
+    t = edit(b, "params: {window: WIN}", "params: {window: !!python/name:os.system WIN}", after=MAIN)
+    return Expect(t, position(t, "!!python"), ("python/name",),
+                  ("remove the tag",))
+
+
+def _too_deep(b: str) -> Expect:
+    t = edit(b, MAIN, MAIN + "    extra: " + "[" * 40 + "]" * 40 + "\n")
+    return Expect(t, position(t, "[", after=(MAIN, "extra: "), offset=29), ("32 levels",))  # 3 levels above
+
+
+def _too_many_nodes(b: str) -> Expect:
+    """Ten uses per level of the previous level's anchor: the loader stops at the use that passes its
+    alias budget (each use adds the whole anchored value, counted as the loader counts it)."""
+    from builder.yamlsource import MAX_ALIAS_NODES
+
+    levels = ["  a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"]
+    levels += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 7)]
+    t = edit(b, "\nkernels:\n", "\n" + "".join(levels) + "\nkernels:\n")
+    cost, spent = [11], 0                     # a0: the list and its ten scalars
+    for i in range(1, 7):
+        for use in range(1, 11):
+            spent += cost[i - 1]
+            if spent > MAX_ALIAS_NODES:
+                return Expect(t, position(t, f"*a{i - 1}", after=f"  a{i}: ", nth=use), ("aliases expand",))
+        cost.append(1 + 10 * cost[i - 1])
+    raise AssertionError("the aliases never pass the budget")
+
+
+def _expr_too_complex(b: str) -> Expect:
+    t = edit(b, "HALF_ROPE: ROPE // 2", "HALF_ROPE: ROPE // 2 ** 99", after=MAIN)
+    return Expect(t, position(t, "ROPE // 2 ** 99"), ("exponents",))
+
+
+def _tensor_too_large(b: str) -> Expect:
+    t = edit(b, "    T: 2\n", "    T: 200000000\n", after="  dsv4_small: &dsv4_small")
+    return Expect(t, position(t, "small: dsv4_small", after=MAIN, offset=7), ("size set `small`", "bytes"),
+                  ("--max-bytes",))
+
+
 CASES = {
     "yaml-syntax": Case("yaml-syntax", _yaml_syntax),
+    "bad-name": Case("bad-name", _bad_name),
+    "bad-name/clash": Case("bad-name", _bad_name_clash),
+    "bad-tag": Case("bad-tag", _bad_tag),
+    "too-deep": Case("too-deep", _too_deep),
+    "too-many-nodes": Case("too-many-nodes", _too_many_nodes),
+    "expr-too-complex": Case("expr-too-complex", _expr_too_complex),
+    "tensor-too-large": Case("tensor-too-large", _tensor_too_large),
     "yaml-syntax/bad-character": Case("yaml-syntax", _yaml_bad_character),
     "duplicate-key": Case("duplicate-key", _duplicate_key),
     "unknown-key/stage": Case("unknown-key", _unknown_key_stage),
@@ -265,8 +323,16 @@ CASES = {
 }
 
 
+# Rules about the file itself, or about sizes an edit of the bundled file cannot reach cheaply, have
+# their negative tests in tests/test_hostile.py.
+ELSEWHERE = {"missing-file", "not-a-file", "file-too-large", "too-many-stages"}
+
+
 def test_every_rule_has_a_negative_test():
-    assert {c.rule for c in CASES.values()} == set(RULES)
+    from tests.test_hostile import CASES as HOSTILE
+
+    assert {c.rule for c in CASES.values()} | ELSEWHERE == set(RULES)
+    assert ELSEWHERE - {"missing-file", "file-too-large"} <= {c.rule for c in HOSTILE.values()}
 
 
 def test_the_bundled_file_is_clean(bundled_yaml):
