@@ -17,7 +17,7 @@ from .dims import resolve_dims
 from .inits import RECIPES
 from .spec import KernelSpec, StageSpec
 from .specload import report_validation
-from .stage_api import Dims, Op, StageError, TensorType
+from .stage_api import Dims, Op, StageError, TensorType, Tile
 
 Where = Callable[[tuple, bool], Location]
 
@@ -32,6 +32,7 @@ class Stage:
     inputs: Mapping[str, str]            # port -> tensor reference (`q` or `attn.o`)
     in_types: Mapping[str, TensorType]
     out_types: Mapping[str, TensorType]
+    tiles: Mapping[str, Tile] = field(default_factory=dict)  # tile param -> size as chosen
 
     def ref(self, port: str) -> str:
         return f"{self.id}.{port}"
@@ -243,7 +244,7 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
             continue  # an upstream error already explains this stage
         try:
             outs = op.infer(ins, params, dims)
-            op.domain(ins, params, dims)  # tile params are checked against the extents they tile
+            tiles = op.tiles(ins, params, dims)  # explicit sizes checked, defaults chosen to fit
         except StageError as e:
             port = e.port
             if port is not None:
@@ -265,7 +266,7 @@ def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: Di
             continue
         for port, t in outs.items():
             available[f"{sid}.{port}"] = t
-        stages[sid] = Stage(sid, op, params, st, where(("stages", sid), True), dict(st.inputs), ins, outs)
+        stages[sid] = Stage(sid, op, params, st, where(("stages", sid), True), dict(st.inputs), ins, outs, tiles)
 
     # Unused inputs and stages (warnings: the kernel still runs).
     read = {ref for st in spec.stages.values() for ref in st.inputs.values()} | set(outputs.values())

@@ -13,7 +13,8 @@ from typing import Callable, ClassVar, Literal, Optional
 from pydantic import Field
 
 from .spec import DimExpr, Float, Int
-from .stage_api import Dims, Params, torch_dtype
+from .dtypes import torch_dtype
+from .stage_api import Dims, Params
 
 
 def init_uniform(shape, seed, *, low, high, scale):

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from . import dtypes
+
 POISON_INT = -0x5A5A5A5
 
 
@@ -49,8 +51,10 @@ def _name(dtype) -> str:
     return {v: k for k, v in DTYPES.items()}.get(dtype, str(dtype))
 
 
-DTYPES = {"BF16": torch.bfloat16, "FP16": torch.float16, "FP32": torch.float32, "INT8": torch.int8,
-          "INT32": torch.int32, "INDEX": torch.int64}
+# `pl` dtype constants: the spec's dtypes (builder/dtypes.py), plus FP16 (a cast hop the backend uses)
+# and INDEX (loop indices and scalars)
+DTYPES = {**{info.pl: getattr(torch, info.torch) for info in dtypes.TABLE.values()},
+          "FP16": torch.float16, "INDEX": torch.int64}
 MODES = ("none", "rint", "round", "floor", "ceil", "trunc", "odd")
 
 

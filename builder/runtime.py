@@ -12,7 +12,7 @@ import os
 import types
 from typing import Mapping
 
-from .stage_api import torch_dtype
+from .dtypes import torch_dtype
 
 
 def _filename(source: str, backend: str, kernel: str) -> str:

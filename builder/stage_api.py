@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from . import expr
+from . import dtypes, expr
 from .spec import DType, Layout
 
 if TYPE_CHECKING:  # torch only when running goldens
@@ -55,19 +55,9 @@ class TensorType:
         n = 1
         for d in self.shape:
             n *= d.value
-        return n * DTYPE_BYTES[self.dtype]
+        return n * dtypes.info(self.dtype).bytes
 
 
-TORCH_NAMES = {DType.bf16: "bfloat16", DType.fp32: "float32", DType.int32: "int32", DType.int8: "int8"}
-
-
-def torch_dtype(dtype: DType):
-    import torch
-
-    return getattr(torch, TORCH_NAMES[dtype])
-
-
-DTYPE_BYTES = {DType.bf16: 2, DType.fp32: 4, DType.int32: 4, DType.int8: 1}
 
 
 class Dims(Mapping[str, int]):
@@ -130,29 +120,80 @@ def expect(port: str, got: TensorType, *, rank: Optional[int] = None, dtype: Opt
                          "make the producer and this stage agree on `layout:`")
 
 
-def check_tile(param: str, tile: int, extent: Dim) -> None:
-    """A tile parameter must divide the extent it tiles (every backend uses static, whole tiles)."""
-    if extent.value % tile:
-        raise StageError("bad-value", f"`{param}` = {tile} does not divide {extent.text} = {extent.value}",
-                         hint=f"pick a divisor of {extent.value}", param=param)
+def next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class Tile:
+    """How one extent is cut: `size` elements per piece, the last piece holding `tail` when the size
+    does not divide the extent (backends mask it, or run it as a separate, smaller piece).
+
+    Sizes are powers of two (every backend can use them: Triton's `tl.arange` needs one). A tile the
+    YAML leaves out is `defaulted`: the op's preferred size, capped at the extent rounded up to a power
+    of two, and raised to the op's minimum (a `tl.dot` operand needs 16)."""
+
+    param: str
+    size: int
+    extent: Dim
+    defaulted: bool
+
+    @property
+    def pieces(self) -> int:
+        return -(-self.extent.value // self.size)
+
+    @property
+    def tail(self) -> int:
+        return self.extent.value % self.size
+
+    def describe(self) -> str:
+        return f"{self.param}={self.size}" + (" (default)" if self.defaulted else "")
+
+
+def choose_tile(param: str, explicit: Optional[int], extent: Dim, preferred: int, minimum: int = 1) -> Tile:
+    """The tile for `extent`: `explicit` when it fits, else a StageError (bad-value) listing the sizes
+    that fit; the default when `explicit` is None."""
+    top = max(next_pow2(extent.value), minimum)
+    fits = [1 << i for i in range(32) if minimum <= 1 << i <= top]
+    if explicit is None:
+        return Tile(param, max(f for f in fits if f <= max(preferred, minimum)), extent, True)
+    if explicit not in fits:
+        why = "a power of two" if explicit & (explicit - 1) else f"between {fits[0]} and {fits[-1]}"
+        raise StageError("bad-value", f"`{param}` = {explicit} cannot tile {extent.text} = {extent.value}: it must "
+                                      f"be {why}", hint=f"values that fit: {', '.join(map(str, fits))}; or leave "
+                                                        f"`{param}` out to get {choose_tile(param, None, extent, preferred, minimum).size}",
+                         param=param)
+    return Tile(param, explicit, extent, False)
 
 
 @dataclass(frozen=True)
 class Axis:
-    """One loop of a stage's iteration domain: `for var in range(extent // tile)`."""
+    """One loop of a stage's iteration domain: `for var in range(ceil(extent / tile))`."""
 
     var: str
     extent: Dim
     tile: int = 1
     parallel: bool = False
+    source: Optional[Tile] = None  # the tile param this axis is cut by
+
+    @staticmethod
+    def tiled(var: str, tile: Tile, parallel: bool = True) -> "Axis":
+        return Axis(var, tile.extent, tile.size, parallel, tile)
 
     @property
     def trips(self) -> int:
         return -(-self.extent.value // self.tile)
 
+    @property
+    def tail(self) -> int:
+        """Elements of the last, partial tile (0 when the tile divides the extent)."""
+        return self.extent.value % self.tile
+
     def describe(self) -> str:
         kind = "parallel" if self.parallel else "sequential"
         tile = f" in tiles of {self.tile}" if self.tile != 1 else ""
+        if self.tail:
+            tile += f" (last tile {self.tail})"
         return f"{self.var} over {self.extent.text}={self.extent.value}{tile} ({kind})"
 
 
@@ -169,6 +210,11 @@ class Op:
 
     def infer(self, ins: Mapping[str, TensorType], p: Any, dims: Dims) -> dict[str, TensorType]:
         raise NotImplementedError
+
+    def tiles(self, ins: Mapping[str, TensorType], p: Any, dims: Dims) -> dict[str, Tile]:
+        """The tile sizes the stage uses, by param (explicit, or defaulted to fit the extents); raises
+        StageError (bad-value, naming the param) for an explicit size that cannot work."""
+        return {}
 
     def domain(self, ins: Mapping[str, TensorType], p: Any, dims: Dims) -> tuple[Axis, ...]:
         raise NotImplementedError
@@ -198,7 +244,18 @@ class Op:
         Ops that touch only part of an input (a gather) override this; other keys name extra traffic."""
         return {**{f"in:{k}": t.nbytes for k, t in ins.items()}, **{f"out:{k}": t.nbytes for k, t in outs.items()}}
 
-    def key_params(self, p: Any) -> str:
-        """Params worth showing on a graph node."""
-        return ", ".join(f"{k}={v.value if hasattr(v, 'value') else v}" for k, v in p.model_dump().items()
-                         if v is not None)
+    def key_params(self, p: Any, tiles: Mapping[str, Tile] = {}) -> str:
+        """Params worth showing on a graph node; tiles as chosen, defaults marked."""
+        shown = {k: f"{k}={v.value if hasattr(v, 'value') else v}" for k, v in p.model_dump().items()
+                 if v is not None}
+        shown.update({k: t.describe() for k, t in tiles.items()})
+        return ", ".join(shown.values())
+
+    # --- tile bodies: one per backend (builder/emit/<backend>.py hands them a context) --------------
+    def triton(self, c: Any) -> list[str]:
+        """Lines of the stage's Triton tile body (see builder.emit.triton.TritonCtx)."""
+        raise NotImplementedError
+
+    def pypto(self, c: Any) -> list[str]:
+        """Lines of the stage's `pl` tile body (see builder.emit.pypto.PyptoCtx)."""
+        raise NotImplementedError

@@ -6,10 +6,12 @@ invalid. Gathered rows serve as both K and V (shared-KV MQA); invalid rows are z
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from pydantic import Field
 
 from builder.spec import DimExpr, DType, Int
-from builder.stage_api import Axis, Op, Params, StageError, TensorType, check_tile, expect
+from builder.stage_api import Axis, Op, Params, StageError, TensorType, choose_tile, expect
 
 
 def golden_gather_kv(indices, seqused, ori_kv, ori_block_table, cmp_kv, cmp_block_table, *, window):
@@ -37,7 +39,7 @@ def golden_gather_kv(indices, seqused, ori_kv, ori_block_table, cmp_kv, cmp_bloc
 
 class GatherParams(Params):
     window: DimExpr = Field(description="sliding-window length: slots below it index the window pool")
-    block_j: Int = Field(32, gt=0, description="index slots per program")
+    block_j: Optional[Int] = Field(None, ge=1, description="index slots per program (default: up to 32)")
 
 
 class GatherKV(Op):
@@ -68,7 +70,6 @@ class GatherKV(Op):
             if ins[pool].shape[2].value != 1:
                 raise StageError("shape-mismatch", f"input `{pool}` axis 2 must be 1 (one shared KV head)", pool)
             pools.append(ins[pool])
-        check_tile("block_j", p.block_j, n_dim)
         window = dims.value(p.window)
         if not float(window).is_integer() or not 0 <= window <= n_dim.value:
             raise StageError("bad-value", f"`window` = {p.window} = {window} must be a whole number in "
@@ -81,9 +82,12 @@ class GatherKV(Op):
         return {"kv": TensorType((t_dim, n_dim, ori.shape[3]), ori.dtype, ori.layout or cmp.layout),
                 "valid": TensorType((t_dim, n_dim), DType.int32)}
 
+    def tiles(self, ins, p, dims):
+        return {"block_j": choose_tile("block_j", p.block_j, ins["indices"].shape[1], 32)}
+
     def domain(self, ins, p, dims):
-        t_dim, n_dim = ins["indices"].shape
-        return (Axis("t", t_dim, parallel=True), Axis("jb", n_dim, tile=p.block_j, parallel=True))
+        t_dim = ins["indices"].shape[0]
+        return (Axis("t", t_dim, parallel=True), Axis.tiled("jb", self.tiles(ins, p, dims)["block_j"]))
 
     def golden_args(self, p, dims, types):
         return {"window": int(dims.value(p.window))}
@@ -99,9 +103,11 @@ class GatherKV(Op):
         n, d = c.dim("indices", 1), c.dim("ori_kv", 3)
         block = c.dim("ori_kv", 1)
         window = c.const("WINDOW", int(c.dims.value(c.p.window)), str(c.p.window))
+        ori, cmp, kv = c.src("ori_kv"), c.src("cmp_kv"), c.dst("kv")
+        # rows are masked by `in_row` (and a padded head dim by `d_ok`, through `c.load`/`c.store`)
         return [
             f"j = jb * {c.tile('jb')} + tl.arange(0, {c.tile('jb')})",
-            f"d = tl.arange(0, {d})",
+            *c.span("d", c.type("ori_kv").shape[3], "D"),
             f"in_row = j < {n}",
             f"raw = tl.load({c.src('indices')} + t * {n} + j, mask=in_row, other=-1)",
             f"seq = tl.load({c.src('seqused')} + t)",
@@ -116,10 +122,10 @@ class GatherKV(Op):
             " mask=is_cmp, other=0)",
             f"ori_row = ori_page * {block} + raw % {block}",
             f"cmp_row = cmp_page * {block} + slot % {block}",
-            f"k_win = tl.load({c.src('ori_kv')} + ori_row[:, None] * {d} + d[None, :], mask=is_win[:, None], other=0.0)",
-            f"k_cmp = tl.load({c.src('cmp_kv')} + cmp_row[:, None] * {d} + d[None, :], mask=is_cmp[:, None], other=0.0)",
-            f"tl.store({c.dst('kv')} + (t * {n} + j)[:, None] * {d} + d[None, :], tl.where(is_win[:, None], k_win, k_cmp),"
-            " mask=in_row[:, None])",
+            "k_win = " + c.load(f"{ori} + ori_row[:, None] * {d} + d[None, :]", "j", "d", mask="is_win[:, None]"),
+            "k_cmp = " + c.load(f"{cmp} + cmp_row[:, None] * {d} + d[None, :]", "j", "d", mask="is_cmp[:, None]"),
+            c.store(f"{kv} + (t * {n} + j)[:, None] * {d} + d[None, :]", "tl.where(is_win[:, None], k_win, k_cmp)",
+                    "j", "d", mask="in_row[:, None]"),
             f"tl.store({c.dst('valid')} + t * {n} + j, (is_win | is_cmp).to(tl.int32), mask=in_row)",
         ]
 
@@ -129,6 +135,8 @@ class GatherKV(Op):
         raw, slot, row, seq, win, cmp, page, src = (c.local(x) for x in
                                                     ("raw", "slot", "row", "seq", "win", "cmp", "page", "src"))
         kv, valid = c.dst("kv"), c.dst("valid")
+        step, tile = c.stride("jb"), c.tile("jb")
+        end = f"(jb + 1) * {step}" if tile == step else f"jb * {step} + {tile}"  # the last tile is shorter
         # PyPTO takes INDEX scalars to be non-negative (its Simplify pass folds `x >= 0` on one to
         # true), so the compressed position `raw - window` is formed only once `raw >= window`.
         pools = []
@@ -149,7 +157,7 @@ class GatherKV(Op):
             f"{seq} = pl.read({c.scalar_src('seqused')}, [t])",
             f"{win} = pl.min({seq}, {window})",
             f"{cmp} = pl.max({seq} - {win}, 0)",
-            f"for j in pl.range(jb * {c.tile('jb')}, (jb + 1) * {c.tile('jb')}):",
+            f"for j in pl.range(jb * {c.stride('jb')}, {end}):",
             f"    {raw} = pl.read({c.scalar_src('indices')}, [t, j])",
             f"    {row} = t * {n} + j",
             f"    {kv}[{row} : {row} + 1, 0:{d}] = pl.full([1, {d}], dtype=pl.BF16, value=0.0)",

@@ -8,9 +8,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from builder import expr
+from builder import dtypes
 from builder.spec import DimExpr
-from builder.stage_api import TORCH_NAMES, Axis, Op, StageError, TensorType, expect
-from stages.matmul_tiles import MatmulParams, pypto_k_loop, tiles, triton_k_loop
+from builder.stage_api import Axis, Op, StageError, TensorType, expect
+from stages.matmul_tiles import MatmulParams, matmul_tiles, pypto_k_loop, triton_k_loop
 
 
 def golden_grouped_matmul(x, w, *, out_dtype):
@@ -46,37 +47,36 @@ class GroupedMatmul(Op):
         if x.shape[0].value % groups.value:
             raise StageError("shape-mismatch", f"input `x` has {x.shape[0].text} = {x.shape[0].value} rows, "
                                                f"not a multiple of {groups.text} = {groups.value} groups", "x")
-        tiles(p, w.shape[1], x.shape[1], *DEFAULT_TILES)
         t = dims.dim(expr.quotient(x.shape[0].text, groups.text))
         return {"y": TensorType((t, dims.dim(f"{groups.text} * {w.shape[1].text}")), p.out_dtype)}
 
+    def tiles(self, ins, p, dims):
+        return matmul_tiles(p, ins["w"].shape[1], ins["x"].shape[1], *DEFAULT_TILES)
+
     def domain(self, ins, p, dims):
-        w = ins["w"]
-        block_n, _ = tiles(p, w.shape[1], w.shape[2], *DEFAULT_TILES)
-        return (Axis("g", w.shape[0], parallel=True), Axis("nb", w.shape[1], tile=block_n, parallel=True))
+        return (Axis("g", ins["w"].shape[0], parallel=True), Axis.tiled("nb", self.tiles(ins, p, dims)["block_n"]))
 
     def golden_args(self, p, dims, types):
-        return {"out_dtype": TORCH_NAMES[p.out_dtype]}
+        return {"out_dtype": dtypes.info(p.out_dtype).torch}
 
     def flops(self, ins, outs, p):
         g, n, k = ins["w"].numel_shape
         return 2 * ins["x"].numel_shape[0] * n * k
 
     def _k_loop_args(self, c) -> dict:
-        _, block_k = tiles(c.p, c.type("w").shape[1], c.type("x").shape[1], *DEFAULT_TILES)
         return dict(a=c.src("x"), a_row0=f"g * {c.dim('y', 0)}", w=c.src("w"), rows=c.dim("y", 0),
-                    rows_dim=c.type("y").shape[0], k_dim=c.dim("x", 1), block_k=block_k, dtype=c.type("x").dtype)
+                    rows_dim=c.type("y").shape[0], k_dim=c.dim("x", 1), dtype=c.type("x").dtype)
 
     def triton(self, c):
         col0 = f"g * {c.dim('w', 1)}"  # group g's first output column = its first weight row
         return triton_k_loop(c, w_row0=col0, **self._k_loop_args(c)) + [
-            f"tl.store({c.dst('y')} + r[:, None] * {c.dim('y', 1)} + ({col0} + n)[None, :], "
-            f"{c.cast_for('y', 'acc')}, mask=live[:, None])",
+            c.store(f"{c.dst('y')} + r[:, None] * {c.dim('y', 1)} + ({col0} + n)[None, :]", c.cast_for("y", "acc"),
+                    "r", "n", mask="live[:, None]"),
         ]
 
     def pypto(self, c):
         acc, bn = c.local("acc"), c.tile("nb")
-        n0 = c.let("n0", f"g * {c.dim('w', 1)} + nb * {bn}", "this tile's output columns = weight rows")
+        n0 = c.let("n0", f"g * {c.dim('w', 1)} + nb * {c.stride('nb')}", "this tile's output columns = weight rows")
         return pypto_k_loop(c, w_row0=n0, acc=acc, **self._k_loop_args(c)) + [
             f"{c.dst('y')}[0:{c.dim('y', 0)}, {n0} : {n0} + {bn}] = {c.cast(acc, 'y')}"]
 

@@ -10,7 +10,7 @@ from typing import Optional
 from pydantic import Field
 
 from builder.spec import DType, Int
-from builder.stage_api import Dim, Params, StageError
+from builder.stage_api import Dim, Params, Tile, choose_tile
 
 
 class MatmulParams(Params):
@@ -21,17 +21,11 @@ class MatmulParams(Params):
     out_dtype: DType = DType.bf16
 
 
-def tiles(p, n: Dim, k: Dim, default_n: int, default_k: int) -> tuple[int, int]:
-    """(block_n, block_k): the params, or the defaults capped at the extents; each a power of two
-    dividing its extent, or a StageError."""
-    chosen = []
-    for name, tile, dim, default in (("block_n", p.block_n, n, default_n), ("block_k", p.block_k, k, default_k)):
-        tile = tile or min(dim.value, default)
-        if dim.value % tile or tile & (tile - 1):
-            raise StageError("bad-value", f"`{name}` = {tile} must be a power of two dividing {dim.text} = {dim.value}",
-                             param=name)
-        chosen.append(tile)
-    return tuple(chosen)
+def matmul_tiles(p, n: Dim, k: Dim, default_n: int, default_k: int) -> dict[str, Tile]:
+    """block_n over the output columns, block_k over the reduction: the params, or the op's defaults
+    capped at the extents (a `tl.dot` operand needs at least 16 of each)."""
+    return {"block_n": choose_tile("block_n", p.block_n, n, default_n, minimum=16),
+            "block_k": choose_tile("block_k", p.block_k, k, default_k, minimum=16)}
 
 
 def dot_rows(rows: int) -> int:
@@ -39,12 +33,19 @@ def dot_rows(rows: int) -> int:
     return max(16, 1 << (rows - 1).bit_length())
 
 
+def _block_k(c) -> tuple[str, Tile]:
+    tile = c.stage.tiles["block_k"]
+    note = ", block_k default" if tile.defaulted else ""
+    return c.const("BLOCK_K", tile.size, f"reduction depth per step{note}"), tile
+
+
 def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, rows_dim: Dim, k_dim: str,
-                  block_k: int, dtype: DType) -> list[str]:
+                  dtype: DType) -> list[str]:
     """`acc[r, n] = sum_k a[a_row0 + r, k] * w[w_row0 + n, k]` for the program's rows `r < rows` and
-    columns `n` (a tile of axis `nb`): fp32 accumulation for float inputs, int32 for int8."""
+    columns `n` (a tile of axis `nb`): fp32 accumulation for float inputs, int32 for int8. Columns
+    and depth past their extents are masked."""
     pad = c.const("ROWS", dot_rows(rows_dim.value), f"{rows_dim.text} rows padded for tl.dot")
-    bk = c.const("BLOCK_K", block_k, "reduction depth per step")
+    bk, k_tile = _block_k(c)
     bn = c.tile("nb")
     if dtype is DType.int8:
         acc_type, dot = "tl.int32", "tl.dot(a, tl.trans(w), out_dtype=tl.int32)"
@@ -53,31 +54,42 @@ def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, row
         dot = 'tl.dot(a.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")'
     a_rows = f"({a_row0} + r)" if a_row0 != "0" else "r"
     w_rows = f"({w_row0} + n)" if w_row0 != "0" else "n"
-    return [
-        f"r = tl.arange(0, {pad})",
-        f"n = nb * {bn} + tl.arange(0, {bn})",
-        f"live = r < {rows}",
-        f"acc = tl.zeros([{pad}, {bn}], {acc_type})",
-        f"for k0 in range(0, {k_dim}, {bk}):",
-        f"    k = k0 + tl.arange(0, {bk})",
-        f"    a = tl.load({a} + {a_rows}[:, None] * {k_dim} + k[None, :], mask=live[:, None], other=0)",
-        f"    w = tl.load({w} + {w_rows}[:, None] * {k_dim} + k[None, :])",
-        f"    acc += {dot}",
+    depth = ["k_ok[None, :]"] if k_tile.tail else []
+    w_mask = " & ".join(filter(None, [c.mask("n", "k")] + depth))
+    return [f"r = tl.arange(0, {pad})", *c.lanes("n", "nb"), f"live = r < {rows}",
+            f"acc = tl.zeros([{pad}, {bn}], {acc_type})",
+            f"for k0 in range(0, {k_dim}, {bk}):",
+            f"    k = k0 + tl.arange(0, {bk})",
+            ] + [f"    k_ok = k < {k_dim}"] * bool(k_tile.tail) + [
+            f"    a = tl.load({a} + {a_rows}[:, None] * {k_dim} + k[None, :], "
+            f"mask={' & '.join(['live[:, None]'] + depth)}, other=0)",
+            f"    w = tl.load({w} + {w_rows}[:, None] * {k_dim} + k[None, :]"
+            + (f", mask={w_mask}, other=0)" if w_mask else ")"),
+            f"    acc += {dot}",
     ]
 
 
 def pypto_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, rows_dim: Dim, k_dim: str,
-                 block_k: int, dtype: DType, acc: str) -> list[str]:
+                 dtype: DType, acc: str) -> list[str]:
     """The same product as `pl.matmul` + `pl.matmul_acc` steps over K into the local `acc`; here
-    `w_row0` is the first weight row of this tile (Triton's `n` already carries the tile offset)."""
-    bk = c.const("BLOCK_K", block_k, "reduction depth per step")
+    `w_row0` is the first weight row of this tile (Triton's `n` already carries the tile offset). A
+    depth that `block_k` does not divide ends with a shorter step."""
+    bk, k_tile = _block_k(c)
     bn = c.tile("nb")
     out = "pl.INT32" if dtype is DType.int8 else "pl.FP32"
     a_tile = lambda k0, k1: (f"{a}[{a_row0} : {a_row0} + {rows}, {k0} : {k1}]" if a_row0 != "0"
                              else f"{a}[0:{rows}, {k0} : {k1}]")
     w_tile = lambda k0, k1: f"{w}[{w_row0} : {w_row0} + {bn}, {k0} : {k1}]"
-    return [
-        f"{acc} = pl.matmul({a_tile(0, bk)}, {w_tile(0, bk)}, b_trans=True, out_dtype={out})",
-        f"for k0 in pl.range({bk}, {k_dim}, {bk}):",
-        f"    {acc} = pl.matmul_acc({acc}, {a_tile('k0', f'k0 + {bk}')}, {w_tile('k0', f'k0 + {bk}')}, b_trans=True)",
-    ]
+    depth, size = k_tile.extent.value, k_tile.size
+    first = bk if depth >= size else k_dim
+    lines = [f"{acc} = pl.matmul({a_tile(0, first)}, {w_tile(0, first)}, b_trans=True, out_dtype={out})"]
+    if depth >= 2 * size:
+        end = k_dim if not k_tile.tail else f"{k_dim} // {bk} * {bk}"
+        lines += [f"for k0 in pl.range({bk}, {end}, {bk}):",
+                  f"    {acc} = pl.matmul_acc({acc}, {a_tile('k0', f'k0 + {bk}')}, {w_tile('k0', f'k0 + {bk}')}, "
+                  "b_trans=True)"]
+    if k_tile.tail and depth > size:
+        tail = c.const("K_TAIL", k_tile.tail, f"{k_tile.extent.text} % {size}: the last reduction step")
+        k0 = f"{k_dim} - {tail}"
+        lines.append(f"{acc} = pl.matmul_acc({acc}, {a_tile(k0, k_dim)}, {w_tile(k0, k_dim)}, b_trans=True)")
+    return lines

@@ -5,9 +5,10 @@ per-output-channel weight scale).
 """
 from __future__ import annotations
 
+from builder import dtypes
 from builder.spec import DType
-from builder.stage_api import TORCH_NAMES, Axis, Op, TensorType, expect
-from stages.matmul_tiles import MatmulParams, pypto_k_loop, tiles, triton_k_loop
+from builder.stage_api import Axis, Op, TensorType, expect
+from stages.matmul_tiles import MatmulParams, matmul_tiles, pypto_k_loop, triton_k_loop
 
 
 def golden_matmul_w8a8(a, a_scale, w, w_scale, *, out_dtype):
@@ -40,40 +41,38 @@ class MatmulW8A8(Op):
         expect("w", w, rank=2, dtype=DType.int8, dims={1: a.shape[1]})
         expect("a_scale", ins["a_scale"], rank=1, dtype=DType.fp32, dims={0: a.shape[0]})
         expect("w_scale", ins["w_scale"], rank=1, dtype=DType.fp32, dims={0: w.shape[0]})
-        tiles(p, w.shape[0], a.shape[1], *DEFAULT_TILES)
         return {"y": TensorType((a.shape[0], w.shape[0]), p.out_dtype)}
 
+    def tiles(self, ins, p, dims):
+        return matmul_tiles(p, ins["w"].shape[0], ins["a"].shape[1], *DEFAULT_TILES)
+
     def domain(self, ins, p, dims):
-        w = ins["w"]
-        block_n, _ = tiles(p, w.shape[0], w.shape[1], *DEFAULT_TILES)
-        return (Axis("nb", w.shape[0], tile=block_n, parallel=True),)
+        return (Axis.tiled("nb", self.tiles(ins, p, dims)["block_n"]),)
 
     def golden_args(self, p, dims, types):
-        return {"out_dtype": TORCH_NAMES[p.out_dtype]}
+        return {"out_dtype": dtypes.info(p.out_dtype).torch}
 
     def flops(self, ins, outs, p):
         t, k = ins["a"].numel_shape
         return 2 * t * k * ins["w"].numel_shape[0]
 
     def _k_loop_args(self, c) -> dict:
-        _, block_k = tiles(c.p, c.type("w").shape[0], c.type("a").shape[1], *DEFAULT_TILES)
         return dict(a=c.src("a"), a_row0="0", w=c.src("w"), rows=c.dim("a", 0), rows_dim=c.type("a").shape[0],
-                    k_dim=c.dim("a", 1),
-                    block_k=block_k, dtype=DType.int8)
+                    k_dim=c.dim("a", 1), dtype=DType.int8)
 
     def triton(self, c):
         return triton_k_loop(c, w_row0="0", **self._k_loop_args(c)) + [
             f"a_scale = tl.load({c.src('a_scale')} + r, mask=live, other=0.0)",
-            f"w_scale = tl.load({c.src('w_scale')} + n)",
+            "w_scale = " + c.load(f"{c.src('w_scale')} + n", "n"),
             "y = acc.to(tl.float32) * a_scale[:, None] * w_scale[None, :]",
-            f"tl.store({c.dst('y')} + r[:, None] * {c.dim('w', 0)} + n[None, :], {c.cast_for('y', 'y')}, "
-            "mask=live[:, None])",
+            c.store(f"{c.dst('y')} + r[:, None] * {c.dim('w', 0)} + n[None, :]", c.cast_for("y", "y"), "r", "n",
+                    mask="live[:, None]"),
         ]
 
     def pypto(self, c):
         t, bn = c.dim("a", 0), c.tile("nb")
         acc, y = c.local("acc"), c.local("y")
-        n0 = c.let("n0", f"nb * {bn}", "this tile's output channels")
+        n0 = c.let("n0", f"nb * {c.stride('nb')}", "this tile's output channels")
         return pypto_k_loop(c, w_row0=n0, acc=acc, **self._k_loop_args(c)) + [
             f"{y} = pl.row_expand_mul(pl.cast({acc}, target_type=pl.FP32), "
             f"pl.reshape({c.src('a_scale')}[0:1, 0:{t}], [{t}, 1]))",

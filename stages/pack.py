@@ -9,7 +9,7 @@ from pydantic import Field
 
 from builder.spec import DimExpr, Int
 from builder.stage_api import Op, Params, StageError, TensorType, expect
-from stages.rope_extract import head_domain
+from stages.rope_extract import HeadTiles, head_domain, head_tiles
 
 
 def golden_pack(x, rope, *, groups):
@@ -21,9 +21,8 @@ def golden_pack(x, rope, *, groups):
     return {"packed": heads.reshape(t, groups, h // groups * d).transpose(0, 1).reshape(groups * t, -1)}
 
 
-class PackParams(Params):
+class PackParams(HeadTiles):
     groups: DimExpr = Field(description="output-projection groups (heads split evenly among them)")
-    block_h: Int = Field(16, ge=1, description="heads per program")
 
 
 class Pack(Op):
@@ -50,8 +49,11 @@ class Pack(Op):
         shape = dims.shape(f"{groups.text} * {t.text}", f"{h.text} // {groups.text} * {d.text}")
         return {"packed": TensorType(shape, x.dtype, rope.layout)}
 
+    def tiles(self, ins, p, dims):
+        return head_tiles(ins["x"], p)
+
     def domain(self, ins, p, dims):
-        return head_domain(ins["x"], p.block_h)
+        return head_domain(ins["x"], p)
 
     def golden_args(self, p, dims, types):
         return {"groups": int(dims.value(p.groups))}
@@ -64,28 +66,25 @@ class Pack(Op):
         h, d, rope = c.dim("x", 1), c.dim("x", 2), c.dim("rope", 2)
         per_group = f"({h} // {c.expr(c.p.groups)})"
         t_dim, nope = c.dim("x", 0), self._nope(c)
-        return [
-            f"h = hb * {c.tile('hb')} + tl.arange(0, {c.tile('hb')})",
-            f"d = tl.arange(0, {d})",
+        return c.lanes("h", "hb") + c.span("d", c.type("x").shape[2], "D") + [
             f"kept = d < {nope}",
-            f"x = tl.load({c.src('x')} + (t * {h} + h)[:, None] * {d} + d[None, :])",
-            f"r = tl.load({c.src('rope')} + (t * {h} + h)[:, None] * {rope} + (d - {nope})[None, :],"
-            " mask=~kept[None, :], other=0.0)",
+            "x = " + c.load(f"{c.src('x')} + (t * {h} + h)[:, None] * {d} + d[None, :]", "h", "d"),
+            "r = " + c.load(f"{c.src('rope')} + (t * {h} + h)[:, None] * {rope} + (d - {nope})[None, :]", "h", "d",
+                            mask="~kept[None, :]"),
             f"row = (h // {per_group}) * {t_dim} + t",
             f"col = (h % {per_group}) * {d}",
-            f"tl.store({c.dst('packed')} + (row * {per_group} * {d} + col)[:, None] + d[None, :],"
-            " tl.where(kept[None, :], x, r))",
+            c.store(f"{c.dst('packed')} + (row * {per_group} * {d} + col)[:, None] + d[None, :]",
+                    "tl.where(kept[None, :], x, r)", "h", "d"),
         ]
 
     def pypto(self, c):
         t_dim, h, d, rope = c.dim("x", 0), c.dim("x", 1), c.dim("x", 2), c.dim("rope", 2)
-        bh = c.tile("hb")
         per_group = f"({h} // {c.expr(c.p.groups)})"
         head, row, col, src = (c.local(v) for v in ("head", "row", "col", "src"))
         nope = self._nope(c)
         return [
-            f"for {c.local('i')} in pl.range({bh}):",
-            f"    {head} = hb * {bh} + {c.local('i')}",
+            f"for {c.local('i')} in pl.range({c.tile('hb')}):",
+            f"    {head} = hb * {c.stride('hb')} + {c.local('i')}",
             f"    {src} = t * {h} + {head}",
             f"    {row} = ({head} // {per_group}) * {t_dim} + t",
             f"    {col} = ({head} % {per_group}) * {d}",

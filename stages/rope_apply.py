@@ -10,9 +10,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from builder import dtypes
 from builder.spec import DType, Int
-from builder.stage_api import TORCH_NAMES, Op, Params, StageError, TensorType, expect
-from stages.rope_extract import head_domain
+from builder.stage_api import Op, Params, StageError, TensorType, expect
+from stages.rope_extract import HeadTiles, head_domain, head_tiles
 
 ROTATIONS = {  # (real', imaginary'), each `a * b op c * d` over re, im and the cos/sin rows c, s
     "inverse": (("re", "c", "+", "im", "s"), ("im", "c", "-", "re", "s")),
@@ -36,10 +37,9 @@ def golden_rope_apply(even, odd, cos, sin, *, direction, out_dtype):
     return {"even": new_re.to(dtype), "odd": new_im.to(dtype)}
 
 
-class ApplyParams(Params):
+class ApplyParams(HeadTiles):
     direction: Literal["forward", "inverse"]
     out_dtype: DType = DType.bf16
-    block_h: Int = Field(16, ge=1, description="heads per program")
 
 
 class RopeApply(Op):
@@ -65,11 +65,14 @@ class RopeApply(Op):
         out = TensorType(even.shape, p.out_dtype, even.layout)
         return {"even": out, "odd": out}
 
+    def tiles(self, ins, p, dims):
+        return head_tiles(ins["even"], p)
+
     def domain(self, ins, p, dims):
-        return head_domain(ins["even"], p.block_h)
+        return head_domain(ins["even"], p)
 
     def golden_args(self, p, dims, types):
-        return {"direction": p.direction, "out_dtype": TORCH_NAMES[p.out_dtype]}
+        return {"direction": p.direction, "out_dtype": dtypes.info(p.out_dtype).torch}
 
     def flops(self, ins, outs, p):
         t, h, half = ins["even"].numel_shape
@@ -78,22 +81,19 @@ class RopeApply(Op):
     def triton(self, c):
         h, half, cols = c.dim("even", 1), c.dim("even", 2), c.dim("cos", 1)
         new_re, new_im = (f"{a} * {b} {op} {x} * {y}" for a, b, op, x, y in ROTATIONS[c.p.direction])
-        return [
-            f"h = hb * {c.tile('hb')} + tl.arange(0, {c.tile('hb')})",
-            f"k = tl.arange(0, {half})",
+        return c.lanes("h", "hb") + c.span("k", c.type("even").shape[2], "HALF") + [
             f"pair = (t * {h} + h)[:, None] * {half} + k[None, :]",
-            f"re = tl.load({c.src('even')} + pair).to(tl.float32)",
-            f"im = tl.load({c.src('odd')} + pair).to(tl.float32)",
-            f"c = tl.load({c.src('cos')} + t * {cols} + k).to(tl.float32)[None, :]",
-            f"s = tl.load({c.src('sin')} + t * {cols} + k).to(tl.float32)[None, :]",
-            f"tl.store({c.dst('even')} + pair, {c.cast_for('even', new_re)})",
-            f"tl.store({c.dst('odd')} + pair, {c.cast_for('odd', new_im)})",
+            "re = " + c.load(f"{c.src('even')} + pair", "h", "k") + ".to(tl.float32)",
+            "im = " + c.load(f"{c.src('odd')} + pair", "h", "k") + ".to(tl.float32)",
+            "c = " + c.load(f"{c.src('cos')} + t * {cols} + k", "k") + ".to(tl.float32)[None, :]",
+            "s = " + c.load(f"{c.src('sin')} + t * {cols} + k", "k") + ".to(tl.float32)[None, :]",
+            c.store(f"{c.dst('even')} + pair", c.cast_for("even", new_re), "h", "k"),
+            c.store(f"{c.dst('odd')} + pair", c.cast_for("odd", new_im), "h", "k"),
         ]
 
     def pypto(self, c):
-        h, half = c.dim("even", 1), c.dim("even", 2)
-        bh = c.tile("hb")
-        row = c.let("r0", f"t * {h} + hb * {bh}", "first row of this head tile")
+        half, bh = c.dim("even", 2), c.tile("hb")
+        row = c.first_row()
         names = {v: c.local(v) for v in ("re", "im", "c", "s")}
         lines = [f"{names['re']} = pl.cast({c.src('even')}[{row} : {row} + {bh}, 0:{half}], target_type=pl.FP32)",
                  f"{names['im']} = pl.cast({c.src('odd')}[{row} : {row} + {bh}, 0:{half}], target_type=pl.FP32)",

@@ -10,7 +10,7 @@ from typing import Optional
 from pydantic import Field
 
 from builder.spec import DimExpr, DType, Int, Layout
-from builder.stage_api import Axis, Op, Params, StageError, TensorType, check_tile, expect
+from builder.stage_api import Axis, Op, Params, StageError, TensorType, Tile, choose_tile, expect
 from stages import rope_layout
 
 
@@ -24,16 +24,24 @@ def golden_rope_extract(x, *, rope, layout):
     return {"even": even.contiguous(), "odd": odd.contiguous()}
 
 
-class ExtractParams(Params):
+class HeadTiles(Params):
+    """The head tile shared by the per-head RoPE and packing stages (one domain, so they can fuse)."""
+
+    block_h: Optional[Int] = Field(None, ge=1, description="heads per program (default: up to 16)")
+
+
+def head_tiles(x: TensorType, p: HeadTiles) -> dict[str, Tile]:
+    return {"block_h": choose_tile("block_h", p.block_h, x.shape[1], 16)}
+
+
+def head_domain(x: TensorType, p: HeadTiles) -> tuple[Axis, ...]:
+    """(token, head-tile) domain of the per-head stages."""
+    return (Axis("t", x.shape[0], parallel=True), Axis.tiled("hb", head_tiles(x, p)["block_h"]))
+
+
+class ExtractParams(HeadTiles):
     rope: DimExpr = Field(description="rotary lanes at the end of each head")
     layout: Optional[Layout] = Field(None, description="layout this stage expects; default: the input's")
-    block_h: Int = Field(16, ge=1, description="heads per program")
-
-
-def head_domain(x: TensorType, block_h: int) -> tuple[Axis, ...]:
-    """(token, head-tile) domain shared by the per-head RoPE and packing stages, so they can fuse."""
-    check_tile("block_h", block_h, x.shape[1])
-    return (Axis("t", x.shape[0], parallel=True), Axis("hb", x.shape[1], tile=block_h, parallel=True))
 
 
 def resolved_layout(port: str, got: TensorType, declared: Optional[Layout]) -> Layout:
@@ -65,8 +73,11 @@ class RopeExtract(Op):
         half = TensorType((x.shape[0], x.shape[1], dims.dim(f"{rope.text} // 2")), x.dtype, layout)
         return {"even": half, "odd": half}
 
+    def tiles(self, ins, p, dims):
+        return head_tiles(ins["x"], p)
+
     def domain(self, ins, p, dims):
-        return head_domain(ins["x"], p.block_h)
+        return head_domain(ins["x"], p)
 
     def golden_args(self, p, dims, types):
         return {"rope": int(dims.value(p.rope)), "layout": types["even"].layout.value}
@@ -76,20 +87,18 @@ class RopeExtract(Op):
         half = c.dim("even", 2)
         layout = c.stage.out_types["even"].layout
         re, im = rope_layout.lane_exprs(layout, "k[None, :]", half)
-        return [
-            f"h = hb * {c.tile('hb')} + tl.arange(0, {c.tile('hb')})",
-            f"k = tl.arange(0, {half})",
+        return c.lanes("h", "hb") + c.span("k", c.type("even").shape[2], "HALF") + [
             f"row = (t * {h} + h)[:, None] * {d} + ({d} - {c.expr(c.p.rope)})  # first rotary lane",
             f"pair = (t * {h} + h)[:, None] * {half} + k[None, :]",
-            f"tl.store({c.dst('even')} + pair, tl.load({c.src('x')} + row + {re}))",
-            f"tl.store({c.dst('odd')} + pair, tl.load({c.src('x')} + row + {im}))",
+            c.store(f"{c.dst('even')} + pair", c.load(f"{c.src('x')} + row + {re}", "h", "k"), "h", "k"),
+            c.store(f"{c.dst('odd')} + pair", c.load(f"{c.src('x')} + row + {im}", "h", "k"), "h", "k"),
         ]
 
     def pypto(self, c):
-        h, d, half = c.dim("x", 1), c.dim("x", 2), c.dim("even", 2)
+        d, half = c.dim("x", 2), c.dim("even", 2)
         bh = c.tile("hb")
         layout = c.stage.out_types["even"].layout
-        row = c.let("r0", f"t * {h} + hb * {bh}", "first row of this head tile")
+        row = c.first_row()
         rotary = c.local("rotary")
         lanes_code = f"{c.src('x')}[{row} : {row} + {bh}, {d} - {c.expr(c.p.rope)} : {d}]"
         if rope_layout.is_contiguous(layout):
@@ -101,16 +110,16 @@ class RopeExtract(Op):
             return lines
         dtype = c.type("x").dtype
         lines = [f"{rotary} = {rope_layout.pl_gather_source(lanes_code, dtype)}"]
-        k = c.local("k")
+        k, rows = c.local("k"), c.stride("hb")
         setup = [f"{k} = pl.cast(pl.arange(0, [1, {half}], dtype=pl.INT32), target_type=pl.FP32)",
-                 f"{k} = pl.col_expand_add(pl.full([{bh}, {half}], dtype=pl.FP32, value=0.0), {k})"]
+                 f"{k} = pl.col_expand_add(pl.full([{rows}, {half}], dtype=pl.FP32, value=0.0), {k})"]
         buffers = []
         for port, lanes in zip(("even", "odd"), rope_layout.LANES[layout]):
             index = c.local(f"{port}_lanes")
-            buffers.append((index, [bh, half], DType.int32))
+            buffers.append((index, [rows, half], DType.int32))
             setup.append(f"{index}[:, :] = pl.cast({rope_layout.pl_gather_lanes(lanes, k, half)}, "
                          f"target_type=pl.INT32, mode=\"rint\")")
-            gathered = rope_layout.pl_gather_result(f"pl.gather({rotary}, dim=-1, index={index})", dtype)
+            gathered = rope_layout.pl_gather_result(f"pl.gather({rotary}, dim=-1, index={c.part(index)})", dtype)
             lines.append(f"{c.dst(port)}[{row} : {row} + {bh}, 0:{half}] = {gathered}")
         c.setup(buffers, setup)
         return lines

@@ -12,7 +12,7 @@ from pydantic import Field
 from builder.spec import DimExpr, DType, Int, Layout
 from builder.stage_api import Op, Params, StageError, TensorType, expect
 from stages import rope_layout
-from stages.rope_extract import head_domain
+from stages.rope_extract import HeadTiles, head_domain, head_tiles
 
 
 def golden_rope_interleave(even, odd, *, layout):
@@ -24,10 +24,9 @@ def golden_rope_interleave(even, odd, *, layout):
     return {"rope": torch.cat([even, odd], dim=-1)}
 
 
-class InterleaveParams(Params):
+class InterleaveParams(HeadTiles):
     rope: DimExpr = Field(description="rotary lanes written per head (twice the pairs)")
     layout: Optional[Layout] = Field(None, description="layout to write; default: the pairs' source layout")
-    block_h: Int = Field(16, ge=1, description="heads per program")
 
 
 class RopeInterleave(Op):
@@ -53,8 +52,11 @@ class RopeInterleave(Op):
                              "declare `layout:` on this stage")
         return {"rope": TensorType((even.shape[0], even.shape[1], rope), even.dtype, layout)}
 
+    def tiles(self, ins, p, dims):
+        return head_tiles(ins["even"], p)
+
     def domain(self, ins, p, dims):
-        return head_domain(ins["even"], p.block_h)
+        return head_domain(ins["even"], p)
 
     def golden_args(self, p, dims, types):
         return {"layout": types["rope"].layout.value}
@@ -62,20 +64,18 @@ class RopeInterleave(Op):
     def triton(self, c):
         h, half, rope = c.dim("even", 1), c.dim("even", 2), c.dim("rope", 2)
         re, im = rope_layout.lane_exprs(c.stage.out_types["rope"].layout, "k[None, :]", half)
-        return [
-            f"h = hb * {c.tile('hb')} + tl.arange(0, {c.tile('hb')})",
-            f"k = tl.arange(0, {half})",
+        return c.lanes("h", "hb") + c.span("k", c.type("even").shape[2], "HALF") + [
             f"pair = (t * {h} + h)[:, None] * {half} + k[None, :]",
             f"lanes = (t * {h} + h)[:, None] * {rope}",
-            f"tl.store({c.dst('rope')} + lanes + {re}, tl.load({c.src('even')} + pair))",
-            f"tl.store({c.dst('rope')} + lanes + {im}, tl.load({c.src('odd')} + pair))",
+            c.store(f"{c.dst('rope')} + lanes + {re}", c.load(f"{c.src('even')} + pair", "h", "k"), "h", "k"),
+            c.store(f"{c.dst('rope')} + lanes + {im}", c.load(f"{c.src('odd')} + pair", "h", "k"), "h", "k"),
         ]
 
     def pypto(self, c):
-        h, half, rope = c.dim("even", 1), c.dim("even", 2), c.dim("rope", 2)
+        half, rope = c.dim("even", 2), c.dim("rope", 2)
         bh = c.tile("hb")
         layout = c.stage.out_types["rope"].layout
-        row = c.let("r0", f"t * {h} + hb * {bh}", "first row of this head tile")
+        row = c.first_row()
         parts = {port: f"{c.src(port)}[{row} : {row} + {bh}, 0:{half}]" for port in ("even", "odd")}
         if rope_layout.is_contiguous(layout):
             lines = []
@@ -83,17 +83,17 @@ class RopeInterleave(Op):
                 first = rope_layout.offset_code(lanes, half)
                 lines.append(f"{c.dst('rope')}[{row} : {row} + {bh}, {first} : {first} + {half}] = {parts[port]}")
             return lines
-        lane, index = c.local("lane"), c.local("lanes")
+        lane, index, rows = c.local("lane"), c.local("lanes"), c.stride("hb")
         setup = [f"{lane} = pl.cast(pl.arange(0, [1, {rope}], dtype=pl.INT32), target_type=pl.FP32)",
-                 f"{lane} = pl.col_expand_add(pl.full([{bh}, {rope}], dtype=pl.FP32, value=0.0), {lane})"]
+                 f"{lane} = pl.col_expand_add(pl.full([{rows}, {rope}], dtype=pl.FP32, value=0.0), {lane})"]
         source = c.local("lane_src")
         setup += rope_layout.pl_source_lanes(layout, lane, half, c.local("pair"), source)
         setup.append(f"{index}[:, :] = pl.cast({source}, target_type=pl.INT32, mode=\"rint\")")
-        c.setup([(index, [bh, rope], DType.int32)], setup)
+        c.setup([(index, [rows, rope], DType.int32)], setup)
         pairs = c.local("pairs")
         dtype = c.type("even").dtype
         concat = f"pl.concat({parts['even']}, {parts['odd']})"
-        gathered = rope_layout.pl_gather_result(f"pl.gather({pairs}, dim=-1, index={index})", dtype)
+        gathered = rope_layout.pl_gather_result(f"pl.gather({pairs}, dim=-1, index={c.part(index)})", dtype)
         return [f"{pairs} = {rope_layout.pl_gather_source(concat, dtype)}",
                 f"{c.dst('rope')}[{row} : {row} + {bh}, 0:{rope}] = {gathered}"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from builder import dtypes
 from builder.spec import DType, Layout
 
 
@@ -73,17 +74,13 @@ def pl_source_lanes(layout: Layout, lane: str, half: str, pair: str, out: str) -
     ]
 
 
-# dtypes `pl.gather` accepts as its source (FP16, FP32, INT16, INT32); others go through FP32, exactly
-PL_GATHER_DTYPES = {DType.fp32, DType.int32}
-
-
 def pl_gather_source(code: str, dtype: DType) -> str:
     """`pl` code of a tile `pl.gather` can read: a bf16 (or int8) tile widened to fp32, losslessly."""
-    return code if dtype in PL_GATHER_DTYPES else f"pl.cast({code}, target_type=pl.FP32)"
+    return code if dtypes.info(dtype).pl_gather else f"pl.cast({code}, target_type=pl.FP32)"
 
 
 def pl_gather_result(code: str, dtype: DType) -> str:
     """`pl` code of a gathered tile back in `dtype` (exact: the values came from `dtype`)."""
-    if dtype in PL_GATHER_DTYPES:
+    if dtypes.info(dtype).pl_gather:
         return code
-    return f"pl.cast({code}, target_type=pl.{dtype.name.upper()}, mode=\"rint\")"
+    return f"pl.cast({code}, target_type={dtypes.pl_code(dtype)}, mode=\"rint\")"

@@ -10,8 +10,9 @@ from typing import Optional
 
 from pydantic import Field
 
+from builder import dtypes
 from builder.spec import DimExpr, DType, Int
-from builder.stage_api import TORCH_NAMES, Axis, Op, Params, TensorType, check_tile, expect
+from builder.stage_api import Axis, Op, Params, TensorType, choose_tile, expect
 
 
 def golden_sparse_attention(q, kv, valid, sink, *, scale, out_dtype):
@@ -33,8 +34,9 @@ def golden_sparse_attention(q, kv, valid, sink, *, scale, out_dtype):
 
 class AttentionParams(Params):
     scale: Optional[DimExpr] = Field(None, description="softmax scale; default `D ** -0.5`")
-    block_n: Int = Field(32, ge=16, description="keys per online-softmax step")
-    block_h: Int = Field(16, ge=1, description="query heads per program")
+    block_n: Optional[Int] = Field(None, ge=16, description="keys per online-softmax step (default: up to 32)")
+    block_h: Optional[Int] = Field(None, ge=16, description="query heads per program (default 16; a tl.dot "
+                                                            "operand needs 16 rows, masked when H is smaller)")
     out_dtype: DType = DType.bf16
 
 
@@ -53,8 +55,6 @@ class SparseAttention(Op):
         expect("kv", kv, rank=3, dims={0: q.shape[0], 2: q.shape[2]}, layout=q.layout)
         expect("valid", ins["valid"], rank=2, dtype=DType.int32, dims={0: kv.shape[0], 1: kv.shape[1]})
         expect("sink", ins["sink"], rank=1, dtype=DType.fp32, dims={0: q.shape[1]})
-        check_tile("block_n", p.block_n, kv.shape[1])
-        check_tile("block_h", p.block_h, q.shape[1])
         return {"o": TensorType(q.shape, p.out_dtype, q.layout or kv.layout)}
 
     def scale(self, types, p, dims) -> tuple[str, float]:
@@ -62,12 +62,15 @@ class SparseAttention(Op):
         text = p.scale if p.scale is not None else f"{types['q'].shape[2].text} ** -0.5"
         return str(text), float(dims.value(text))
 
+    def tiles(self, ins, p, dims):
+        return {"block_h": choose_tile("block_h", p.block_h, ins["q"].shape[1], 16, minimum=16),
+                "block_n": choose_tile("block_n", p.block_n, ins["kv"].shape[1], 32, minimum=16)}
+
     def domain(self, ins, p, dims):
-        t, h, _ = ins["q"].shape
-        return (Axis("t", t, parallel=True), Axis("hb", h, tile=p.block_h, parallel=True))
+        return (Axis("t", ins["q"].shape[0], parallel=True), Axis.tiled("hb", self.tiles(ins, p, dims)["block_h"]))
 
     def golden_args(self, p, dims, types):
-        return {"scale": self.scale(types, p, dims)[1], "out_dtype": TORCH_NAMES[p.out_dtype]}
+        return {"scale": self.scale(types, p, dims)[1], "out_dtype": dtypes.info(p.out_dtype).torch}
 
     def flops(self, ins, outs, p):
         t, h, d = ins["q"].numel_shape
@@ -77,23 +80,24 @@ class SparseAttention(Op):
     def _names(self, c) -> tuple[str, ...]:
         """(H, D, keys, scale constant, key-block constant, head tile constant) as code, for any backend."""
         text, value = self.scale(c.stage.in_types, c.p, c.dims)
+        block_n = c.stage.tiles["block_n"]
         return (c.dim("q", 1), c.dim("q", 2), c.dim("kv", 1), c.const("SCALE", value, text),
-                c.const("BLOCK_N", c.p.block_n, "keys per online-softmax step"), c.tile("hb"))
+                c.const("BLOCK_N", block_n.size, "keys per online-softmax step"
+                        + (", block_n default" if block_n.defaulted else "")), c.tile("hb"))
 
     def triton(self, c):
         h, d, keys, scale, bn, bh = self._names(c)
-        return [
-            f"h = hb * {bh} + tl.arange(0, {bh})",
-            f"d = tl.arange(0, {d})",
-            f"q = tl.load({c.src('q')} + (t * {h} + h)[:, None] * {d} + d[None, :]).to(tl.float32)",
+        heads = f"(t * {h} + h)[:, None] * {d} + d[None, :]"
+        return c.lanes("h", "hb") + c.span("d", c.type("q").shape[2], "D") + [
+            "q = " + c.load(f"{c.src('q')} + {heads}", "h", "d") + ".to(tl.float32)",
             f"m = tl.full([{bh}], -1.0e30, tl.float32)  # finite: a token with no valid key ends with o = 0",
             f"l = tl.zeros([{bh}], tl.float32)",
-            f"acc = tl.zeros([{bh}, {d}], tl.float32)",
+            f"acc = tl.zeros([{bh}, {c.span_width('d')}], tl.float32)",
             f"for n0 in range(0, {keys}, {bn}):",
             f"    n = n0 + tl.arange(0, {bn})",
             f"    live = (n < {keys}) & (tl.load({c.src('valid')} + t * {keys} + n, mask=n < {keys}, other=0) != 0)",
-            f"    kv = tl.load({c.src('kv')} + (t * {keys} + n)[:, None] * {d} + d[None, :], mask=live[:, None],"
-            " other=0.0)",
+            "    kv = " + c.load(f"{c.src('kv')} + (t * {keys} + n)[:, None] * {d} + d[None, :]", "n", "d",
+                              mask="live[:, None]"),
             "    kv = kv.to(tl.float32)",
             f"    s = tl.dot(q, tl.trans(kv), input_precision=\"ieee\") * {scale}",
             "    s = tl.where(live[None, :], s, float(\"-inf\"))",
@@ -103,22 +107,23 @@ class SparseAttention(Op):
             "    l = l * alpha + tl.sum(p, axis=1)",
             "    acc = acc * alpha[:, None] + tl.dot(p, kv, input_precision=\"ieee\")",
             "    m = m_new",
-            f"sink = tl.load({c.src('sink')} + h)",
+            "sink = " + c.load(f"{c.src('sink')} + h", "h"),
             "o = acc / (l + tl.exp(sink - m))[:, None]",
-            f"tl.store({c.dst('o')} + (t * {h} + h)[:, None] * {d} + d[None, :], {c.cast_for('o', 'o')})",
+            c.store(f"{c.dst('o')} + {heads}", c.cast_for("o", "o"), "h", "d"),
         ]
 
     def pypto(self, c):
         h, d, keys, scale, bn, bh = self._names(c)
         q, m, l, acc, kv, bias, s, m_new, p, alpha, sink, den = (c.local(x) for x in (
             "q", "m", "l", "acc", "kv", "bias", "s", "m_new", "p", "alpha", "sink", "den"))
-        row = c.let("r0", f"t * {h} + hb * {bh}", "first row of this head tile")
+        row = c.let("r0", f"t * {h} + hb * {c.stride('hb')}", "first row of this head tile")
+        head0 = f"hb * {c.stride('hb')}"
 
         key0 = c.let("key0", f"t * {keys}", "this token's first gathered row")
 
-        def scores(n0: str) -> list[str]:
-            rows = f"{key0} + {n0} : {key0} + {n0} + {bn}" if n0 != "0" else f"{key0} : {key0} + {bn}"
-            cols = f"{n0} : {n0} + {bn}" if n0 != "0" else f"0:{bn}"
+        def scores(n0: str, size: str) -> list[str]:
+            rows = f"{key0} + {n0} : {key0} + {n0} + {size}" if n0 != "0" else f"{key0} : {key0} + {size}"
+            cols = f"{n0} : {n0} + {size}" if n0 != "0" else f"0:{size}"
             return [
                 f"{kv} = {c.src('kv')}[{rows}, 0:{d}]",
                 f"{bias} = pl.cast({c.src('valid')}[t : t + 1, {cols}], target_type=pl.FP32)",
@@ -128,25 +133,39 @@ class SparseAttention(Op):
             ]
 
         pv = f"pl.matmul({p}, pl.cast({kv}, target_type=pl.FP32), out_dtype=pl.FP32)"
-        # The first key block starts the running max, sum and output: PyPTO lays a `pl.full([M, 1])`
-        # column out row-major, which its vector ops cannot mix with the col-major columns of row
-        # reductions. A finite -1e30 bias keeps an all-invalid block harmless (its rows are zero).
-        return [f"{q} = {c.src('q')}[{row} : {row} + {bh}, 0:{d}]",
-                "# the first key block starts the running max, sum and output"] + scores("0") + [
+
+        def step(n0: str, size: str) -> list[str]:
+            return scores(n0, size) + [
+                f"{m_new} = pl.maximum({m}, pl.row_max({s}))",
+                f"{p} = pl.exp(pl.row_expand_sub({s}, {m_new}))",
+                f"{alpha} = pl.exp(pl.sub({m}, {m_new}))",
+                f"{l} = pl.add(pl.mul({l}, {alpha}), pl.row_sum({p}))",
+                f"{acc} = pl.add(pl.row_expand_mul({acc}, {alpha}), {pv})",
+                f"{m} = {m_new}",
+            ]
+
+        # Key blocks of `block_n`: the first starts the running max, sum and output (PyPTO lays a
+        # `pl.full([M, 1])` column out row-major, which its vector ops cannot mix with the col-major
+        # columns of row reductions); whole blocks follow, then a shorter last block when `block_n`
+        # does not divide the keys. A finite -1e30 bias keeps an all-invalid block harmless.
+        n_keys, block = c.type("kv").shape[1].value, c.size("block_n")
+        first = bn if n_keys >= block else keys
+        tail = n_keys % block if n_keys > block else 0
+        lines = [f"{q} = {c.src('q')}[{row} : {row} + {bh}, 0:{d}]",
+                 "# the first key block starts the running max, sum and output"] + scores("0", first) + [
             f"{m} = pl.row_max({s})",
             f"{p} = pl.exp(pl.row_expand_sub({s}, {m}))",
             f"{l} = pl.row_sum({p})",
             f"{acc} = {pv}",
-            f"for n0 in pl.range({bn}, {keys}, {bn}):",
-        ] + ["    " + line for line in scores("n0") + [
-            f"{m_new} = pl.maximum({m}, pl.row_max({s}))",
-            f"{p} = pl.exp(pl.row_expand_sub({s}, {m_new}))",
-            f"{alpha} = pl.exp(pl.sub({m}, {m_new}))",
-            f"{l} = pl.add(pl.mul({l}, {alpha}), pl.row_sum({p}))",
-            f"{acc} = pl.add(pl.row_expand_mul({acc}, {alpha}), {pv})",
-            f"{m} = {m_new}",
-        ]] + [
-            f"{sink} = pl.reshape({c.src('sink')}[0:1, hb * {bh} : hb * {bh} + {bh}], [{bh}, 1])",
+        ]
+        if n_keys >= 2 * block:
+            end = keys if not tail else f"{keys} // {bn} * {bn}"
+            lines += [f"for n0 in pl.range({bn}, {end}, {bn}):"] + ["    " + line for line in step("n0", bn)]
+        if tail:
+            size = c.const("KEY_TAIL", tail, f"{c.type('kv').shape[1].text} % {block}: the last key block")
+            lines += ["# the last, shorter key block"] + step(f"({keys} - {size})", size)
+        return lines + [
+            f"{sink} = pl.reshape({c.src('sink')}[0:1, {head0} : {head0} + {bh}], [{bh}, 1])",
             f"{den} = pl.add({l}, pl.exp(pl.sub({sink}, {m})))",
             f"{c.dst('o')}[{row} : {row} + {bh}, 0:{d}] = {c.cast(f'pl.row_expand_div({acc}, {den})', 'o')}",
         ]

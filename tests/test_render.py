@@ -129,7 +129,7 @@ def test_dot_stage_nodes_show_id_op_params_and_line(lib):
     d = parse_dot(render([(tg, sched)], "dot"))
     for st in tg.stages.values():
         label = d["nodes"][f"stage:{st.id}"]["attrs"]["label"].split("\\n")
-        assert label == [st.id, f"{st.op.name}({st.op.key_params(st.params)})", f"{st.loc.file}:{st.loc.line}"]
+        assert label == [st.id, f"{st.op.name}({st.op.key_params(st.params, st.tiles)})", f"{st.loc.file}:{st.loc.line}"]
     for b in sched.blocks:
         label = d["cluster_attrs"][f"cluster_block:{b.name}"]["label"].split("\\n")
         assert label[:2] == [f"loop block {b.index}: {b.name}", b.describe_domain()]

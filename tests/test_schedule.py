@@ -8,7 +8,7 @@ import pytest
 import builder
 from builder.stage_api import Op, TensorType
 from stages import registry
-from stages.rope_extract import head_domain
+from stages.rope_extract import HeadTiles, head_domain
 from tests.spec_helpers import (BUNDLED, MAIN, MAIN_KERNEL, diagnostics, edit, kernel_yaml, located, position,
                                 run_python)
 
@@ -149,7 +149,7 @@ class _Shift(Op):
         return {"y": TensorType(ins["x"].shape, ins["x"].dtype, ins["x"].layout)}
 
     def domain(self, ins, p, dims):
-        return head_domain(ins["x"], 16)
+        return head_domain(ins["x"], HeadTiles())
 
 
 def test_fuse_rejects_a_consumer_that_reads_beyond_its_domain_point(bundled_yaml):

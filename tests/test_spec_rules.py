@@ -192,7 +192,14 @@ def _bad_expr(b: str) -> Expect:
 
 def _bad_value_range(b: str) -> Expect:
     t = edit(b, "params: {window: WIN", "params: {block_j: 0, window: WIN", after=MAIN)
-    return Expect(t, position(t, "0", after=(MAIN, "block_j: ")), ("block_j",), ("> 0",))
+    return Expect(t, position(t, "0", after=(MAIN, "block_j: ")), ("block_j",), (">= 1",))
+
+
+def _bad_value_tile(b: str) -> Expect:
+    """A tile size no backend can use is located at the param, with the sizes that fit."""
+    t = edit(b, "params: {block_n: 16}", "params: {block_n: 24}", after=ATTN)
+    return Expect(t, position(t, "24}", after=ATTN), ("`block_n` = 24", "power of two"),
+                  ("values that fit: 16, 32, 64, 128", "leave `block_n` out"))
 
 
 def _bad_value_enum(b: str) -> Expect:
@@ -314,6 +321,7 @@ CASES = {
     "circular-dim": Case("circular-dim", _circular_dim),
     "bad-expr": Case("bad-expr", _bad_expr),
     "bad-value/range": Case("bad-value", _bad_value_range),
+    "bad-value/tile": Case("bad-value", _bad_value_tile),
     "bad-value/enum": Case("bad-value", _bad_value_enum),
     "bad-value/literal": Case("bad-value", _bad_value_literal),
     "bad-value/negative-extent": Case("bad-value", _bad_value_negative_extent),

@@ -68,8 +68,15 @@ class FileContext:
     def tile(self, block, axis, per: str = "program") -> str:
         """Constant holding the tile size of the block's domain axis."""
         preferred = f"{block.stages[0].id.upper()}_{axis.var.upper()}_TILE"
+        default = f", {axis.source.param} default" if axis.source and axis.source.defaulted else ""
         return self.const(("tile", block.index, axis.var), preferred, axis.tile,
-                          f"{axis.extent.text} tile per {per}")
+                          f"{axis.extent.text} tile per {per}{default}")
+
+    def tail(self, block, axis) -> str:
+        """Constant holding the size of the block's last, partial tile of `axis`."""
+        preferred = f"{block.stages[0].id.upper()}_{axis.var.upper()}_TAIL"
+        return self.const(("tail", block.index, axis.var), preferred, axis.tail,
+                          f"{axis.extent.text} % {axis.tile}: the last tile")
 
     def add_tile_constants(self, block, per: str) -> None:
         for axis in block.domain:
@@ -151,9 +158,21 @@ class BodyCtx:
     def expr(self, text) -> str:
         return self.file.expr(self.dims.dim(text).text)
 
+    def axis(self, var_name: str):
+        return next(a for a in self.block.domain if a.var == var_name)
+
     def tile(self, var_name: str) -> str:
-        """Constant holding the tile size of the block's domain axis `var_name`."""
-        return self.file.tile(self.block, next(a for a in self.block.domain if a.var == var_name))
+        """Constant holding the size of this program's tile of domain axis `var_name` (backends that run
+        a partial last tile separately override it there)."""
+        return self.stride(var_name)
+
+    def stride(self, var_name: str) -> str:
+        """Constant holding the step between tiles of domain axis `var_name` (the full tile size)."""
+        return self.file.tile(self.block, self.axis(var_name))
+
+    def size(self, param: str) -> int:
+        """The size chosen for tile param `param` of this stage (explicit or defaulted)."""
+        return self.stage.tiles[param].size
 
     def const(self, suffix: str, value, comment: str = "") -> str:
         return self.file.const((self.stage.id, suffix), f"{self.stage.id.upper()}_{suffix}", value, comment)

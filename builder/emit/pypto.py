@@ -13,17 +13,18 @@ NPU tiles are 2-D.
 from __future__ import annotations
 
 import inspect
+from typing import Optional
 
 from ..graph import Stage, TypedGraph
 from ..inits import recipe_call
 from ..schedule import LoopBlock, Schedule
 from ..spec import DType
-from ..stage_api import TORCH_NAMES, TensorType
+from ..dtypes import pl_code, torch_code
+from ..stage_api import TensorType
 from . import naming
 from .common import BodyCtx, FileContext, default_var, docstring, header, indent, spec_label, wrap_long_lines
 
 NAME = "pypto"
-PL_DTYPE = {DType.bf16: "pl.BF16", DType.fp32: "pl.FP32", DType.int32: "pl.INT32", DType.int8: "pl.INT8"}
 NOTE = ("Backend: PyPTO (`pl`). Derived constants (RoPE lane indices) are built inside the program;\n"
         "no selector matrices or other derived tensors are asked of the caller.")
 
@@ -77,10 +78,14 @@ class PyptoCtx(BodyCtx):
     and setup code for constants derived once before the block's loops."""
 
     def __init__(self, stage: Stage, block: LoopBlock, tg: TypedGraph, file: FileContext, names: Names,
-                 setup: list[str]):
+                 setup: list[str], sizes: dict[str, str]):
         super().__init__(stage, block, tg, file)
-        self._names, self._setup = names, setup
+        self._names, self._setup, self._sizes = names, setup, sizes
         self.prologue: list[str] = []
+
+    def tile(self, var_name: str) -> str:
+        """This instance's tile size: the full tile, or the last, partial one (run as its own loop)."""
+        return self._sizes.get(var_name) or self.stride(var_name)
 
     def src(self, port: str) -> str:
         return self._names.view(self.stage.inputs[port])
@@ -95,6 +100,16 @@ class PyptoCtx(BodyCtx):
     def local(self, name: str) -> str:
         return self._names.local(self.stage.id, name)
 
+    def first_row(self, var: str = "hb", outer: str = "t", port: Optional[str] = None) -> str:
+        """Local holding the first view row of this tile of axis `var` (rows `outer * extent + ...`),
+        the head-tile prologue of the per-head stages."""
+        extent = self.file.expr(self.axis(var).extent.text)
+        return self.let("r0", f"{outer} * {extent} + {var} * {self.stride(var)}", "first row of this head tile")
+
+    def part(self, buffer: str, var: str = "hb") -> str:
+        """A per-tile constant buffer (made for the full tile in `setup`), cut to this tile's rows."""
+        return buffer if self.tile(var) == self.stride(var) else f"{buffer}[0:{self.tile(var)}, :]"
+
     def let(self, name: str, code: str, comment: str = "") -> str:
         """A stage-local scalar defined at the top of the stage's body; returns its name."""
         local = self.local(name)
@@ -102,30 +117,49 @@ class PyptoCtx(BodyCtx):
         return local
 
     def setup(self, buffers: list[tuple[str, list[str], DType]], body: list[str]) -> None:
-        """Tensors computed once before this block's loops, in their own `pl.at` scope."""
-        for name, shape, dtype in buffers:
-            self._setup.append(f"{name} = pl.create_tensor([{', '.join(shape)}], dtype={PL_DTYPE[dtype]})")
+        """Tensors computed once before this block's loops, in their own `pl.at` scope (once per block,
+        however many loop nests the block's partial tiles need)."""
+        lines = [f"{name} = pl.create_tensor([{', '.join(shape)}], dtype={pl_code(dtype)})"
+                 for name, shape, dtype in buffers]
         hint = naming.string(f"{self.stage.id}_constants")
-        self._setup.append(f"with pl.at(level=pl.Level.CORE_GROUP, name_hint={hint}):")
-        self._setup += indent(body, 4)
+        lines += [f"with pl.at(level=pl.Level.CORE_GROUP, name_hint={hint}):"] + indent(body, 4)
+        if not _contains(self._setup, lines):
+            self._setup += lines
 
     def cast(self, code: str, port: str) -> str:
         """fp32 tile -> the dtype of output `port`, rounding to nearest even like the golden."""
         dtype = self.stage.out_types[port].dtype
         if dtype is DType.fp32:
             return code
-        return f"pl.cast({code}, target_type={PL_DTYPE[dtype]}, mode=\"rint\")"
+        return f"pl.cast({code}, target_type={pl_code(dtype)}, mode=\"rint\")"
 
 
-def _loops(block: LoopBlock, file: FileContext) -> list[str]:
+def _contains(lines: list[str], part: list[str]) -> bool:
+    return any(lines[i:i + len(part)] == part for i in range(len(lines) - len(part) + 1))
+
+
+def _instances(block: LoopBlock) -> list[dict[str, bool]]:
+    """The loop nests a block needs: for each tiled axis, its whole tiles and, when the tile does not
+    divide the extent, the last, partial tile as a nest of its own (`pl` tiles have static shapes)."""
+    nests: list[dict[str, bool]] = [{}]
+    for axis in block.domain:
+        if axis.tile == 1:
+            continue
+        parts = ([False] if axis.trips > 1 or not axis.tail else []) + ([True] if axis.tail else [])
+        nests = [{**n, axis.var: last} for n in nests for last in parts]
+    return nests
+
+
+def _loops(block: LoopBlock, file: FileContext, last: dict[str, bool]) -> list[str]:
     """The orchestration loop nest of a block: `pl.parallel` for parallel axes, `pl.range` otherwise."""
     lines = []
     for depth, axis in enumerate(block.domain):
         loop = "pl.parallel" if axis.parallel else "pl.range"
-        trips = file.expr(axis.extent.text)
+        bounds = file.expr(axis.extent.text)
         if axis.tile != 1:
-            trips += f" // {file.tile(block, axis)}"
-        lines.append("    " * depth + f"for {axis.var} in {loop}({trips}):")
+            whole = f"{bounds} // {file.tile(block, axis)}"
+            bounds = f"{whole}, {whole} + 1" if last.get(axis.var) else whole
+        lines.append("    " * depth + f"for {axis.var} in {loop}({bounds}):")
     return lines
 
 
@@ -135,21 +169,26 @@ def _block(block: LoopBlock, tg: TypedGraph, file: FileContext, names: Names) ->
     lines = [f"# Loop block {block.index}: {ops}", f"# {naming.comment(block.describe_domain())}"]
     file.add_tile_constants(block, "task")
     setup: list[str] = []
-    body: list[str] = []
-    for stage in block.stages:
-        body.append(f"# stage {stage.id} ({stage.op.name})")
-        ctx = PyptoCtx(stage, block, tg, file, names, setup)
-        tile_body = stage.op.pypto(ctx)
-        body += ctx.prologue + tile_body
-    depth = len(block.domain)
-    scope = [f"with pl.at(level=pl.Level.CORE_GROUP, name_hint={naming.string(block.name)}):"] + indent(body, 4)
-    return lines + setup + _loops(block, file) + indent(scope, 4 * depth)
+    nests: list[str] = []
+    for last in _instances(block):
+        sizes = {a.var: file.tail(block, a) for a in block.domain if last.get(a.var)}
+        body: list[str] = []
+        for stage in block.stages:
+            body.append(f"# stage {stage.id} ({stage.op.name})")
+            ctx = PyptoCtx(stage, block, tg, file, names, setup, sizes)
+            tile_body = stage.op.pypto(ctx)
+            body += ctx.prologue + tile_body
+        if any(last.values()):
+            nests.append("# the last, partial tile of " + ", ".join(v for v, t in last.items() if t))
+        scope = [f"with pl.at(level=pl.Level.CORE_GROUP, name_hint={naming.string(block.name)}):"] + indent(body, 4)
+        nests += _loops(block, file, last) + indent(scope, 4 * len(block.domain))
+    return lines + setup + nests
 
 
 def _kernel(tg: TypedGraph, sched: Schedule, file: FileContext, names: Names) -> str:
 
     def annotation(t: TensorType) -> str:
-        return f"pl.Tensor[[{', '.join(file.expr(d.text) for d in t.shape)}], {PL_DTYPE[t.dtype]}]"
+        return f"pl.Tensor[[{', '.join(file.expr(d.text) for d in t.shape)}], {pl_code(t.dtype)}]"
 
     params = [f"{names.base(n)}: {annotation(t)}" for n, t in tg.inputs.items()]
     params += [f"{names.base(r)}: pl.Out[{annotation(tg.types[r])}]" for r in tg.outputs.values()]
@@ -165,7 +204,7 @@ def _kernel(tg: TypedGraph, sched: Schedule, file: FileContext, names: Names) ->
             if names.is_buffer(ref):
                 t = tg.types[ref]
                 body.append(f"{names.base(ref)} = pl.create_tensor([{', '.join(names.view_shape(t))}], "
-                            f"dtype={PL_DTYPE[t.dtype]})")
+                            f"dtype={pl_code(t.dtype)})")
     returns = ", ".join(names.base(r) for r in tg.outputs.values())
     return "\n".join(lines + indent(body + blocks, 4) + ["", f"    return {returns}"])
 
@@ -204,14 +243,14 @@ def _harness(tg: TypedGraph, seed: int, file: FileContext) -> tuple[str, str]:
         src = inspect.getsource(fn).rstrip()
         if src not in fns:
             fns.append(src)
-        dtype = f"torch.{TORCH_NAMES[t.dtype]}"
+        dtype = torch_code(t.dtype)
         args = ", ".join([fn.__name__, dtype] + [f"{k}={naming.literal(v)}" for k, v in kwargs.items()])
         shape = ", ".join(file.expr(d.text) for d in t.shape)
         specs.append(f"        TensorSpec({naming.string(name)}, [{shape}], {dtype}, init_value=init({args})),")
     for name, ref in tg.outputs.items():
         t = tg.types[ref]
         shape = ", ".join(file.expr(d.text) for d in t.shape)
-        specs.append(f"        TensorSpec({naming.string(name)}, [{shape}], torch.{TORCH_NAMES[t.dtype]}, "
+        specs.append(f"        TensorSpec({naming.string(name)}, [{shape}], {torch_code(t.dtype)}, "
                      "is_output=True),")
     build = ["def build_tensor_specs():",
              '    """Inputs in the kernel\'s parameter order, with the YAML\'s deterministic init recipes."""',

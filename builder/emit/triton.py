@@ -8,19 +8,19 @@ interpreter and a GPU produce the same bits.
 from __future__ import annotations
 
 import textwrap
+from typing import Optional
 
 from ..graph import Stage, TypedGraph
 from ..schedule import LoopBlock, Schedule
+from ..dtypes import torch_code, triton_code
 from ..spec import DType
+from ..stage_api import next_pow2
 from . import naming
 from .common import (WIDTH, BodyCtx, FileContext, default_var, docstring, header, indent, spec_label,
                      tuple_code, wrap_long_lines)
 from .naming import NameTable
 
 NAME = "triton"
-TL_DTYPE = {DType.bf16: "tl.bfloat16", DType.fp32: "tl.float32", DType.int32: "tl.int32", DType.int8: "tl.int8"}
-TORCH_DTYPE = {DType.bf16: "torch.bfloat16", DType.fp32: "torch.float32", DType.int32: "torch.int32",
-               DType.int8: "torch.int8"}
 
 # Helpers a tile body may ask for by name; only requested ones are emitted.
 HELPERS = {
@@ -53,6 +53,8 @@ class TritonCtx(BodyCtx):
     def __init__(self, stage: Stage, block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: set[str]):
         super().__init__(stage, block, tg, file)
         self._helpers = helpers
+        self._masked: set[str] = set()  # index names that have a `<name>_ok` mask
+        self._widths: dict[str, str] = {}  # span name -> its length as code
 
     def src(self, port: str) -> str:
         """Pointer argument of input `port`."""
@@ -66,12 +68,59 @@ class TritonCtx(BodyCtx):
         self._helpers.add(name)
         return name
 
+    # --- masked tiles: extents of any size, cut into power-of-two tiles -------------------------------
+    def lanes(self, name: str, var: str) -> list[str]:
+        """`name` = the indices along domain axis `var` of this program's tile (with `name_ok` when the
+        tile can run past the extent)."""
+        axis = self.axis(var)
+        tile = self.tile(var)
+        lines = [f"{name} = {var} * {tile} + tl.arange(0, {tile})"]
+        if axis.tail:
+            lines.append(f"{name}_ok = {name} < {self.file.expr(axis.extent.text)}")
+            self._masked.add(name)
+        return lines
+
+    def span(self, name: str, extent, what: str) -> list[str]:
+        """`name` = indices 0 .. extent - 1 of a whole extent (a `Dim`), padded to a power of two and
+        masked (`name_ok`) when it is not one. `what` names the padded-width constant."""
+        code = self.file.expr(extent.text)
+        if extent.value == next_pow2(extent.value):
+            self._widths[name] = code
+            return [f"{name} = tl.arange(0, {code})"]
+        width = self.const(f"{what}_LANES", next_pow2(extent.value), f"{extent.text} padded to a power of two")
+        self._masked.add(name)
+        self._widths[name] = width
+        return [f"{name} = tl.arange(0, {width})", f"{name}_ok = {name} < {code}"]
+
+    def span_width(self, name: str) -> str:
+        """The (power-of-two) length of span `name`, for tiles shaped by it."""
+        return self._widths[name]
+
+    def mask(self, *index: str) -> Optional[str]:
+        """The mask of a tile indexed by `index` (one name per axis), None when every lane is real."""
+        parts = []
+        for i, name in enumerate(index):
+            if name in self._masked:
+                where = "" if len(index) == 1 else "[" + ", ".join(":" if j == i else "None"
+                                                                   for j in range(len(index))) + "]"
+                parts.append(f"{name}_ok{where}")
+        return " & ".join(parts) or None
+
+    def load(self, address: str, *index: str, other: str = "0.0", mask: Optional[str] = None) -> str:
+        """`tl.load` of a tile indexed by `index`, masked where lanes pass the extents (and by `mask`)."""
+        masks = " & ".join(m for m in (self.mask(*index), mask) if m)
+        return f"tl.load({address}, mask={masks}, other={other})" if masks else f"tl.load({address})"
+
+    def store(self, address: str, value: str, *index: str, mask: Optional[str] = None) -> str:
+        masks = " & ".join(m for m in (self.mask(*index), mask) if m)
+        return f"tl.store({address}, {value}, mask={masks})" if masks else f"tl.store({address}, {value})"
+
     def cast_for(self, port: str, code: str) -> str:
         """Code converting an fp32 tile to the dtype stored at output `port`."""
         dtype = self.stage.out_types[port].dtype
         if dtype is DType.bf16:
             return f"{self.helper('round_bf16')}({code})"
-        return code if dtype is DType.fp32 else f"{code}.to({TL_DTYPE[dtype]})"
+        return code if dtype is DType.fp32 else f"{code}.to({triton_code(dtype)})"
 
 
 def _refs(block: LoopBlock) -> list[str]:
@@ -87,7 +136,7 @@ def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: 
     lines = ["@triton.jit",
              f"def {_kernel_name(block, file)}({', '.join(ptr(file.table, r) for r in _refs(block))}):"]
     lines += [f'    """Loop block {block.index}: {ops}.', ""]
-    lines += textwrap.wrap(f"One program per point of: {block.describe_domain()}.", WIDTH,
+    lines += textwrap.wrap(naming.docstring_text(f"One program per point of: {block.describe_domain()}."), WIDTH,
                            initial_indent="    ", subsequent_indent="    ") + ['    """']
     file.add_tile_constants(block, "program")
     for i, axis in enumerate(block.domain):
@@ -125,7 +174,7 @@ def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext) -> str:
     for b in sched.blocks:
         for ref in b.writes + b.scratch:
             t = tg.types[ref]
-            lines.append(f"    {var[ref]} = torch.empty({_shape(t, file)}, dtype={TORCH_DTYPE[t.dtype]}, device=device)")
+            lines.append(f"    {var[ref]} = torch.empty({_shape(t, file)}, dtype={torch_code(t.dtype)}, device=device)")
     for b in sched.blocks:
         lines.append(f"    {_kernel_name(b, file)}[{_grid(b, file)}]({', '.join(var[r] for r in _refs(b))})")
     lines.append("    return {")
@@ -138,7 +187,7 @@ def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext) -> str:
 def _expected_inputs(tg: TypedGraph, file: FileContext) -> str:
     lines = ["EXPECTED_INPUTS = {"]
     for name, t in tg.inputs.items():
-        lines.append(f"    {naming.string(name)}: ({_shape(t, file)}, {TORCH_DTYPE[t.dtype]}),")
+        lines.append(f"    {naming.string(name)}: ({_shape(t, file)}, {torch_code(t.dtype)}),")
     return "\n".join(lines + ["}"])
 
 
