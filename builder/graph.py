@@ -49,6 +49,7 @@ class TypedGraph:
     outputs: dict[str, str]               # output name -> tensor reference
     types: dict[str, TensorType]          # every tensor reference -> type
     graph: nx.DiGraph = field(repr=False, default_factory=nx.DiGraph)
+    input_locs: dict[str, Location] = field(default_factory=dict)  # where each input is declared
 
     def producer(self, ref: str) -> str | None:
         """The stage id producing `ref`, or None for a kernel input."""
@@ -130,158 +131,192 @@ def _check_bytes(types: Mapping[str, TensorType], size_set: str, max_bytes: int,
 def build_graph(spec: KernelSpec, size_set: str, ops: Mapping[str, Op], sink: DiagnosticSink,
                 where: Where, max_bytes: int) -> TypedGraph | None:
     """Type-check `spec` at `size_set`; returns None when an error makes a typed graph impossible."""
-    errors_before = len(sink.errors)
-    dims = resolve_dims(spec, size_set, sink, where)
-    if dims is None:
-        return None
-    g = nx.DiGraph()
-    input_types: dict[str, TensorType] = {}
-    broken: set[str] = set()  # inputs and stages whose own error is reported: refs to them add no noise
-    for name, t in spec.inputs.items():
-        try:
-            shape = tuple(_dim(dims, d, ("inputs", name, "shape", i)) for i, d in enumerate(t.shape))
-        except _DimError as e:
-            sink.error(e.error.kind, f"input `{name}`: {e.error}", where(e.path, False),
-                       "define the dim under `dims:` or in every size set" if e.error.kind == "undefined-dim"
-                       else "")
-            broken.add(name)
-            continue
-        input_types[name] = TensorType(shape, t.dtype, t.layout)
-        g.add_node(f"input:{name}", kind="input", name=name)
-    if not _check_bytes(input_types, size_set, max_bytes, sink, where):
-        return None  # nothing else about these sizes is worth checking
-    _check_init_recipes(spec, dims, input_types, sink, where)
+    return _GraphBuilder(spec, ops, sink, where).build(size_set, max_bytes)
 
-    # Ops and params first: they decide which ports exist.
-    parsed: dict[str, tuple[Op, Any]] = {}
-    for sid, st in spec.stages.items():
-        op = ops.get(st.op)
-        if op is None:
-            sink.error("unknown-op", f"stage `{sid}`: unknown op `{st.op}`", where(("stages", sid, "op"), False),
-                       did_you_mean(st.op, ops) or f"known ops: {', '.join(sorted(ops))}")
-            broken.add(sid)
-            continue
-        try:
-            params = op.Params.model_validate(st.params)
-        except ValidationError as exc:
-            report_validation(exc, sink, lambda p, key, sid=sid: where(("stages", sid, "params") + tuple(p), key),
-                              op.Params)
-            broken.add(sid)
-            continue
-        parsed[sid] = (op, params)
-        g.add_node(f"stage:{sid}", kind="stage", name=sid)
 
-    available = dict(input_types)
-    producers = {f"{sid}.{port}": sid for sid, (op, _) in parsed.items() for port in op.outputs}
-    for sid, (op, _) in parsed.items():
-        st = spec.stages[sid]
-        for port in op.inputs:
-            if port not in st.inputs:
-                sink.error("missing-key", f"stage `{sid}` ({op.name}) does not wire input port `{port}`",
-                           where(("stages", sid, "in"), False), f"add `{port}: <tensor>` under `in:`")
-        for port, ref in st.inputs.items():
-            loc = where(("stages", sid, "in", port), False)
-            if port not in op.inputs:
-                sink.error("unknown-key", f"op `{op.name}` has no input port `{port}`",
-                           where(("stages", sid, "in", port), True),
-                           did_you_mean(port, op.inputs) or f"its ports: {', '.join(op.inputs)}")
+class _GraphBuilder:
+    """The steps of type-checking one kernel at one size set, in order; each reports its own errors
+    and records what later steps need. `broken` holds inputs and stages whose error is already
+    reported, so that references to them add no noise."""
+
+    def __init__(self, spec: KernelSpec, ops: Mapping[str, Op], sink: DiagnosticSink, where: Where):
+        self.spec, self.ops, self.sink, self.where = spec, ops, sink, where
+        self.g = nx.DiGraph()
+        self.broken: set[str] = set()
+        self.input_types: dict[str, TensorType] = {}
+        self.parsed: dict[str, tuple[Op, Any]] = {}     # stage id -> (op, validated params)
+        self.producers: dict[str, str] = {}             # `stage.port` -> stage id
+        self.outputs: dict[str, str] = {}
+        self.available: dict[str, TensorType] = {}      # every tensor reference typed so far
+        self.stages: dict[str, Stage] = {}
+
+    def build(self, size_set: str, max_bytes: int) -> TypedGraph | None:
+        errors_before = len(self.sink.errors)
+        dims = resolve_dims(self.spec, size_set, self.sink, self.where)
+        if dims is None:
+            return None
+        self.type_inputs(dims)
+        if not _check_bytes(self.input_types, size_set, max_bytes, self.sink, self.where):
+            return None  # nothing else about these sizes is worth checking
+        _check_init_recipes(self.spec, dims, self.input_types, self.sink, self.where)
+        self.parse_stages()
+        self.wire_stages()
+        self.wire_outputs()
+        if self.report_cycle():
+            return None
+        self.infer_stages(dims)
+        self.warn_unused()
+        fits = _check_bytes(self.available, size_set, max_bytes, self.sink, self.where)
+        if len(self.sink.errors) > errors_before or not fits:
+            return None
+        for _, _, data in self.g.edges(data=True):
+            data["type"] = self.available[data["ref"]]
+        locs = {name: self.where(("inputs", name), True) for name in self.input_types}
+        return TypedGraph(self.spec, dims, self.input_types, self.stages, self.outputs, self.available, self.g,
+                          locs)
+
+    def type_inputs(self, dims: Dims) -> None:
+        for name, t in self.spec.inputs.items():
+            try:
+                shape = tuple(_dim(dims, d, ("inputs", name, "shape", i)) for i, d in enumerate(t.shape))
+            except _DimError as e:
+                self.sink.error(e.error.kind, f"input `{name}`: {e.error}", self.where(e.path, False),
+                                "define the dim under `dims:` or in every size set"
+                                if e.error.kind == "undefined-dim" else "")
+                self.broken.add(name)
                 continue
-            if ref in input_types:
-                g.add_edge(f"input:{ref}", f"stage:{sid}", ref=ref, port=port)
-            elif ref in producers:
-                g.add_edge(f"stage:{producers[ref]}", f"stage:{sid}", ref=ref, port=port)
-            elif _from_broken(ref, broken, spec, ops):
-                continue  # the input or stage it names has its own error
-            else:
-                sink.error("unknown-ref", f"stage `{sid}` input `{port}` reads `{ref}`, which no kernel input "
-                                          f"or stage output provides", loc,
-                           did_you_mean(ref, list(input_types) + list(producers))
-                           or "write a kernel input name or `stage_id.output_port`")
+            self.input_types[name] = TensorType(shape, t.dtype, t.layout)
+            self.g.add_node(f"input:{name}", kind="input", name=name)
+        self.available.update(self.input_types)
 
-    outputs: dict[str, str] = {}
-    for name, out in spec.outputs.items():
-        ref = out.from_
-        if ref in producers or ref in input_types:
-            outputs[name] = ref
-            src = f"stage:{producers[ref]}" if ref in producers else f"input:{ref}"
-            g.add_node(f"output:{name}", kind="output", name=name)
-            g.add_edge(src, f"output:{name}", ref=ref, port=name)
-        elif not _from_broken(ref, broken, spec, ops):
-            sink.error("output-not-produced", f"output `{name}` is taken from `{ref}`, which nothing produces",
-                       where(("outputs", name, "from"), False),
-                       did_you_mean(ref, list(producers) + list(input_types)) or "name `stage_id.output_port`")
+    def parse_stages(self) -> None:
+        """Ops and params first: they decide which ports exist."""
+        for sid, st in self.spec.stages.items():
+            op = self.ops.get(st.op)
+            if op is None:
+                self.sink.error("unknown-op", f"stage `{sid}`: unknown op `{st.op}`",
+                                self.where(("stages", sid, "op"), False),
+                                did_you_mean(st.op, self.ops) or f"known ops: {', '.join(sorted(self.ops))}")
+                self.broken.add(sid)
+                continue
+            try:
+                params = op.Params.model_validate(st.params)
+            except ValidationError as exc:
+                report_validation(exc, self.sink,
+                                  lambda p, key, sid=sid: self.where(("stages", sid, "params") + tuple(p), key),
+                                  op.Params)
+                self.broken.add(sid)
+                continue
+            self.parsed[sid] = (op, params)
+            self.g.add_node(f"stage:{sid}", kind="stage", name=sid)
+        self.producers = {f"{sid}.{port}": sid for sid, (op, _) in self.parsed.items() for port in op.outputs}
 
-    try:
-        cycle = nx.find_cycle(g)
-    except nx.NetworkXNoCycle:
-        cycle = None
-    order = {sid: i for i, sid in enumerate(spec.stages)}
-    if cycle:
-        # Report at the reference that reads "backwards" in file order: the one that closes the loop.
+    def wire_stages(self) -> None:
+        for sid, (op, _) in self.parsed.items():
+            st = self.spec.stages[sid]
+            for port in op.inputs:
+                if port not in st.inputs:
+                    self.sink.error("missing-key", f"stage `{sid}` ({op.name}) does not wire input port `{port}`",
+                                    self.where(("stages", sid, "in"), False), f"add `{port}: <tensor>` under `in:`")
+            for port, ref in st.inputs.items():
+                if port not in op.inputs:
+                    self.sink.error("unknown-key", f"op `{op.name}` has no input port `{port}`",
+                                    self.where(("stages", sid, "in", port), True),
+                                    did_you_mean(port, op.inputs) or f"its ports: {', '.join(op.inputs)}")
+                elif ref in self.input_types:
+                    self.g.add_edge(f"input:{ref}", f"stage:{sid}", ref=ref, port=port)
+                elif ref in self.producers:
+                    self.g.add_edge(f"stage:{self.producers[ref]}", f"stage:{sid}", ref=ref, port=port)
+                elif not _from_broken(ref, self.broken, self.spec, self.ops):  # else: it has its own error
+                    self.sink.error("unknown-ref", f"stage `{sid}` input `{port}` reads `{ref}`, which no kernel "
+                                                   "input or stage output provides",
+                                    self.where(("stages", sid, "in", port), False),
+                                    did_you_mean(ref, list(self.input_types) + list(self.producers))
+                                    or "write a kernel input name or `stage_id.output_port`")
+
+    def wire_outputs(self) -> None:
+        for name, out in self.spec.outputs.items():
+            ref = out.from_
+            if ref in self.producers or ref in self.input_types:
+                self.outputs[name] = ref
+                src = f"stage:{self.producers[ref]}" if ref in self.producers else f"input:{ref}"
+                self.g.add_node(f"output:{name}", kind="output", name=name)
+                self.g.add_edge(src, f"output:{name}", ref=ref, port=name)
+            elif not _from_broken(ref, self.broken, self.spec, self.ops):
+                self.sink.error("output-not-produced", f"output `{name}` is taken from `{ref}`, which nothing "
+                                                       "produces", self.where(("outputs", name, "from"), False),
+                                did_you_mean(ref, list(self.producers) + list(self.input_types))
+                                or "name `stage_id.output_port`")
+
+    def report_cycle(self) -> bool:
+        """Report a dependency cycle at the reference that reads "backwards" in file order (the one
+        that closes the loop); True when there is one."""
+        try:
+            cycle = nx.find_cycle(self.g)
+        except nx.NetworkXNoCycle:
+            return False
+        order = {sid: i for i, sid in enumerate(self.spec.stages)}
         edges = [(u.split(":", 1)[1], v.split(":", 1)[1]) for u, v in cycle]
         start = next((i for i, (u, v) in enumerate(edges) if order[v] <= order[u]), 0)
         edges = edges[start:] + edges[:start]
         producer, consumer = edges[0]
-        port = g.edges[f"stage:{producer}", f"stage:{consumer}"]["port"]
+        edge = self.g.edges[f"stage:{producer}", f"stage:{consumer}"]
         path = [v for _, v in edges] + [edges[0][1]]
-        sink.error("cycle", f"stages form a cycle: {' -> '.join(path)} (stage `{consumer}` input `{port}` reads "
-                            f"`{g.edges[f'stage:{producer}', f'stage:{consumer}']['ref']}`, produced later in the loop)",
-                   where(("stages", consumer, "in", port), False),
-                   "a stage may only read tensors produced before it")
-        return None
+        self.sink.error("cycle", f"stages form a cycle: {' -> '.join(path)} (stage `{consumer}` input "
+                                 f"`{edge['port']}` reads `{edge['ref']}`, produced later in the loop)",
+                        self.where(("stages", consumer, "in", edge["port"]), False),
+                        "a stage may only read tensors produced before it")
+        return True
 
-    topo = [n for n in nx.lexicographical_topological_sort(
-        g, key=lambda n: (order.get(n.split(":", 1)[1], -1) if n.startswith("stage:") else -1, n))]
-    stages: dict[str, Stage] = {}
-    for node in topo:
-        if not node.startswith("stage:"):
-            continue
-        sid = node.split(":", 1)[1]
-        op, params = parsed[sid]
-        st = spec.stages[sid]
-        ins = {port: available.get(ref) for port, ref in st.inputs.items() if port in op.inputs}
+    def infer_stages(self, dims: Dims) -> None:
+        """Each stage's shape rule and tiles, in topological order (ties broken by YAML order)."""
+        order = {sid: i for i, sid in enumerate(self.spec.stages)}
+        topo = nx.lexicographical_topological_sort(
+            self.g, key=lambda n: (order.get(n.split(":", 1)[1], -1) if n.startswith("stage:") else -1, n))
+        for node in topo:
+            if node.startswith("stage:"):
+                self.infer_stage(node.split(":", 1)[1], dims)
+
+    def infer_stage(self, sid: str, dims: Dims) -> None:
+        op, params = self.parsed[sid]
+        st = self.spec.stages[sid]
+        ins = {port: self.available.get(ref) for port, ref in st.inputs.items() if port in op.inputs}
         if any(t is None for t in ins.values()) or set(ins) != set(op.inputs):
-            continue  # an upstream error already explains this stage
+            return  # an upstream error already explains this stage
         try:
             outs = op.infer(ins, params, dims)
             tiles = op.tiles(ins, params, dims)  # explicit sizes checked, defaults chosen to fit
         except StageError as e:
-            port = e.port
-            if port is not None:
-                ref = st.inputs[port]
+            if e.port is not None:
+                ref = st.inputs[e.port]
                 src = f"stage `{ref.split('.')[0]}`" if "." in ref else "kernel input"
-                msg = f"stage `{sid}` ({op.name}): {e} — `{ref}` comes from {src} as {ins[port].describe()}"
-                loc = where(("stages", sid, "in", port), False)
+                msg = f"stage `{sid}` ({op.name}): {e} — `{ref}` comes from {src} as {ins[e.port].describe()}"
+                loc = self.where(("stages", sid, "in", e.port), False)
             else:
                 msg = f"stage `{sid}` ({op.name}): {e}"
-                loc = where(("stages", sid, "params") + ((e.param,) if e.param else ()), False)
-            sink.error(e.rule, msg, loc, e.hint)
-            continue
+                loc = self.where(("stages", sid, "params") + ((e.param,) if e.param else ()), False)
+            self.sink.error(e.rule, msg, loc, e.hint)
+            return
         except expr.ExprError as e:
-            sink.error(e.kind, f"stage `{sid}`: {e}", where(("stages", sid, "params"), False))
-            continue
+            self.sink.error(e.kind, f"stage `{sid}`: {e}", self.where(("stages", sid, "params"), False))
+            return
         except ArithmeticError as e:  # e.g. a param of 0 that the op's shape rule divides by
-            sink.error("bad-value", f"stage `{sid}` ({op.name}): its params make the shape rule fail ({e})",
-                       where(("stages", sid, "params"), False), "check the params for zero or negative values")
-            continue
+            self.sink.error("bad-value", f"stage `{sid}` ({op.name}): its params make the shape rule fail ({e})",
+                            self.where(("stages", sid, "params"), False), "check the params for zero or negative values")
+            return
         for port, t in outs.items():
-            available[f"{sid}.{port}"] = t
-        stages[sid] = Stage(sid, op, params, st, where(("stages", sid), True), dict(st.inputs), ins, outs, tiles)
+            self.available[f"{sid}.{port}"] = t
+        self.stages[sid] = Stage(sid, op, params, st, self.where(("stages", sid), True), dict(st.inputs), ins, outs,
+                                 tiles)
 
-    # Unused inputs and stages (warnings: the kernel still runs).
-    read = {ref for st in spec.stages.values() for ref in st.inputs.values()} | set(outputs.values())
-    for name in spec.inputs:
-        if name not in read:
-            sink.warn("unused", f"input `{name}` is never read", where(("inputs", name), True),
-                      "remove it, or wire it into a stage")
-    for sid, (op, _) in parsed.items():
-        if not any(f"{sid}.{port}" in read for port in op.outputs):
-            sink.warn("unused", f"stage `{sid}` produces nothing that a stage or output reads",
-                      where(("stages", sid), True), "remove it, or take one of its outputs")
-
-    fits = _check_bytes(available, size_set, max_bytes, sink, where)
-    if len(sink.errors) > errors_before or not fits:
-        return None
-    for u, v, data in g.edges(data=True):
-        data["type"] = available[data["ref"]]
-    return TypedGraph(spec, dims, input_types, stages, outputs, available, g)
+    def warn_unused(self) -> None:
+        """Unused inputs and stages are warnings: the kernel still runs."""
+        read = {ref for st in self.spec.stages.values() for ref in st.inputs.values()} | set(self.outputs.values())
+        for name in self.spec.inputs:
+            if name not in read:
+                self.sink.warn("unused", f"input `{name}` is never read", self.where(("inputs", name), True),
+                               "remove it, or wire it into a stage")
+        for sid, (op, _) in self.parsed.items():
+            if not any(f"{sid}.{port}" in read for port in op.outputs):
+                self.sink.warn("unused", f"stage `{sid}` produces nothing that a stage or output reads",
+                               self.where(("stages", sid), True), "remove it, or take one of its outputs")

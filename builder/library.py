@@ -71,15 +71,22 @@ class Kernel:
             self._code[key] = get_backend(backend).emit(*self.typed(sizes))
         return self._code[key]
 
-    def run(self, inputs: Mapping, backend: str = "triton", sizes: Optional[str] = None) -> dict:
+    def run(self, inputs: Mapping, backend: str = "triton", sizes: Optional[str] = None,
+            check_values: bool = True) -> dict:
+        """Run the emitted code on `inputs` (checked first: builder.inputs.InputError names any input the
+        kernel cannot take; `check_values=False` skips the index-range pass)."""
+        from .inputs import check
         from .runtime import run_emitted
 
-        return run_emitted(self.emit(backend, sizes), backend, self.typed(sizes)[0], inputs)
+        tg = self.typed(sizes)[0]
+        check(tg, inputs, backend, check_values)
+        return run_emitted(self.emit(backend, sizes), backend, tg, inputs)
 
-    def verify(self, backend: str = "triton", sizes: Optional[str] = None, seed: int = 0, progress=None):
+    def verify(self, backend: str = "triton", sizes: Optional[str] = None, seed: int = 0, progress=None,
+               check_values: bool = True):
         from .verify import verify
 
-        return verify(self, backend, self.size_set(sizes), seed, progress)
+        return verify(self, backend, self.size_set(sizes), seed, progress, check_values)
 
 
 class Library(Mapping):

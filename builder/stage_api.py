@@ -233,6 +233,13 @@ class Op:
         """Torch reference of this stage; `types` holds the inferred type of every port."""
         return type(self).golden_fn(**ins, **self.golden_args(p, dims, types))
 
+    def check_values(self, ins: Mapping[str, Any], types: Mapping[str, TensorType], p: Any,
+                     dims: Dims) -> list[tuple[str, str]]:
+        """(port, problem) for caller-supplied input values the tile code cannot take, such as page ids
+        outside their pool (it would read outside a tensor). `ins` holds the ports fed by kernel
+        inputs only; vectorised torch, run before the kernel."""
+        return []
+
     # which peak rate of a device profile bounds this op's arithmetic
     flops_kind: ClassVar[str] = "bf16"
 

@@ -128,7 +128,8 @@ def check_blocks(tg, sched, buffers: dict, inputs: dict) -> list[StageCheck]:
 
 
 def verify(kernel, backend: str, sizes: str, seed: int = 0,
-           progress: Optional[Callable[[str], None]] = None) -> Report:
+           progress: Optional[Callable[[str], None]] = None, check_values: bool = True) -> Report:
+    from .inputs import check
     from .runtime import run_emitted
 
     say = progress or (lambda msg: None)
@@ -141,6 +142,7 @@ def verify(kernel, backend: str, sizes: str, seed: int = 0,
     golden = kernel.golden(inputs, sizes=sizes)
     say(f"emitting and running {backend} code ({len(sched.blocks)} loop blocks)")
     try:
+        check(tg, inputs, backend, check_values)
         result = run_emitted(kernel.emit(backend, sizes), backend, tg, inputs)
     except Exception as exc:  # the emitted code itself failed: report it, do not crash the build
         report.error = f"{type(exc).__name__}: {exc}"

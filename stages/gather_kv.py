@@ -37,6 +37,12 @@ def golden_gather_kv(indices, seqused, ori_kv, ori_block_table, cmp_kv, cmp_bloc
     return {"kv": torch.where(valid[..., None], kv, torch.zeros_like(kv)), "valid": valid.int()}
 
 
+def _where(mask) -> str:
+    """The first few indices where `mask` is set, for messages."""
+    idx = mask.nonzero().flatten().tolist()
+    return ", ".join(map(str, idx[:5])) + (f" (and {len(idx) - 5} more)" if len(idx) > 5 else "")
+
+
 class GatherParams(Params):
     window: DimExpr = Field(description="sliding-window length: slots below it index the window pool")
     block_j: Optional[Int] = Field(None, ge=1, description="index slots per program (default: up to 32)")
@@ -74,6 +80,12 @@ class GatherKV(Op):
         if not float(window).is_integer() or not 0 <= window <= n_dim.value:
             raise StageError("bad-value", f"`window` = {p.window} = {window} must be a whole number in "
                                           f"[0, {n_dim.text} = {n_dim.value}]", param="window")
+        table, block = ins["ori_block_table"].shape[1], ins["ori_kv"].shape[1]
+        if window > table.value * block.value:
+            raise StageError("bad-value", f"`window` = {p.window} = {window} keys need more than the {table.text} = "
+                                          f"{table.value} pages of {block.text} = {block.value} that "
+                                          "`ori_block_table` holds per token", param="window",
+                             hint="raise the table's pages, or lower the window")
         ori, cmp = pools
         expect("cmp_kv", cmp, dtype=ori.dtype, dims={1: ori.shape[1], 3: ori.shape[3]})
         if ori.layout and cmp.layout and ori.layout != cmp.layout:
@@ -88,6 +100,37 @@ class GatherKV(Op):
     def domain(self, ins, p, dims):
         t_dim = ins["indices"].shape[0]
         return (Axis("t", t_dim, parallel=True), Axis.tiled("jb", self.tiles(ins, p, dims)["block_j"]))
+
+    def check_values(self, ins, types, p, dims):
+        """Each token's window and compressed keys fit its page tables, and the pages they use lie in
+        their pools (else the tile code reads past a table row or a pool)."""
+        import torch
+
+        problems = []
+        window = int(dims.value(p.window))
+        seq = ins.get("seqused")
+        if seq is not None and (seq < 0).any():
+            problems.append(("seqused", f"negative key counts at tokens {_where(seq < 0)}"))
+            return problems
+        counts = {}
+        if seq is not None:
+            win = seq.long().clamp(max=window)
+            counts = {"ori_block_table": win, "cmp_block_table": seq.long() - win}
+        for table, pool in (("ori_block_table", "ori_kv"), ("cmp_block_table", "cmp_kv")):
+            pages, block = types[pool].shape[0].value, types[pool].shape[1].value
+            cols = types[table].shape[1].value
+            need = (counts[table] + block - 1) // block if table in counts else torch.full((types[table].shape[0].value,), cols)
+            short = need > cols
+            if short.any():
+                problems.append(("seqused", f"tokens {_where(short)} need more than the {cols} pages of `{table}`"))
+                continue
+            if table in ins:
+                used = torch.arange(cols)[None, :] < need[:, None]
+                page = ins[table].long()
+                bad = used & ((page < 0) | (page >= pages))
+                if bad.any():
+                    problems.append((table, f"page ids outside the pool's {pages} pages at tokens {_where(bad.any(1))}"))
+        return problems
 
     def golden_args(self, p, dims, types):
         return {"window": int(dims.value(p.window))}

@@ -54,9 +54,10 @@ def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, row
         dot = 'tl.dot(a.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")'
     a_rows = f"({a_row0} + r)" if a_row0 != "0" else "r"
     w_rows = f"({w_row0} + n)" if w_row0 != "0" else "n"
+    columns = c.lanes("n", "nb")  # first: it defines the columns' mask
     depth = ["k_ok[None, :]"] if k_tile.tail else []
     w_mask = " & ".join(filter(None, [c.mask("n", "k")] + depth))
-    return [f"r = tl.arange(0, {pad})", *c.lanes("n", "nb"), f"live = r < {rows}",
+    return [f"r = tl.arange(0, {pad})", *columns, f"live = r < {rows}",
             f"acc = tl.zeros([{pad}, {bn}], {acc_type})",
             f"for k0 in range(0, {k_dim}, {bk}):",
             f"    k = k0 + tl.arange(0, {bk})",

@@ -57,11 +57,20 @@ def test_emitted_module_is_documented_and_has_no_dead_code(lib):
 def test_callers_with_stale_signature_fail_loudly(lib):
     k = lib["dsv4_sparse_attn_decode"]
     ins = k.make_inputs()
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="`even_select`: not an input"):
         k.run({**ins, "even_select": torch.zeros(32, 16)})
     bad = dict(ins, q=ins["q"].float())
-    with pytest.raises(ValueError, match="q: expected torch.bfloat16"):
+    with pytest.raises(ValueError, match="`q` .*expected bf16"):
         k.run(bad)
+    # the generated module checks its own callers too
+    from builder.runtime import load_module, prepare_triton
+
+    prepare_triton()
+    module = load_module(k.emit("triton"), "triton", k.name)
+    with pytest.raises(TypeError):
+        module.run(**ins, even_select=torch.zeros(32, 16))
+    with pytest.raises(ValueError, match="q: expected torch.bfloat16"):
+        module.run(**bad)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
