@@ -17,6 +17,7 @@ from .common import (WIDTH, BodyCtx, Constants, add_tile_constants, call, dim_co
 
 NAME = "triton"
 TL_DTYPE = {DType.bf16: "tl.bfloat16", DType.fp32: "tl.float32", DType.int32: "tl.int32", DType.int8: "tl.int8"}
+SIGNATURE_DTYPE = {DType.bf16: "bf16", DType.fp32: "fp32", DType.int32: "i32", DType.int8: "i8"}
 TORCH_DTYPE = {DType.bf16: "torch.bfloat16", DType.fp32: "torch.float32", DType.int32: "torch.int32",
                DType.int8: "torch.int8"}
 
@@ -72,17 +73,23 @@ class TritonCtx(BodyCtx):
         return code if dtype is DType.fp32 else f"{code}.to({TL_DTYPE[dtype]})"
 
 
-def _refs(block: LoopBlock) -> list[str]:
+def block_refs(block: LoopBlock) -> list[str]:
+    """Tensors a block kernel takes, in argument order (one pointer each)."""
     return list(block.reads + block.writes + block.scratch)
 
 
-def _kernel_name(block: LoopBlock) -> str:
+def kernel_name(block: LoopBlock) -> str:
     return f"block{block.index}_{block.name}"
+
+
+def signature(block: LoopBlock, tg: TypedGraph) -> dict[str, str]:
+    """Triton's compile signature of a block kernel: pointer argument -> `*bf16`, `*fp32`, ..."""
+    return {ptr(ref): "*" + SIGNATURE_DTYPE[tg.types[ref].dtype] for ref in block_refs(block)}
 
 
 def _block_kernel(block: LoopBlock, tg: TypedGraph, consts: Constants, helpers: set[str]) -> list[str]:
     ops = ", ".join(f"{s.id} ({s.op.name})" for s in block.stages)
-    lines = ["@triton.jit"] + call(f"def {_kernel_name(block)}", [ptr(r) for r in _refs(block)], tail=":")
+    lines = ["@triton.jit"] + call(f"def {kernel_name(block)}", [ptr(r) for r in block_refs(block)], tail=":")
     lines += [f'    """Loop block {block.index}: {ops}.', ""]
     lines += textwrap.wrap(f"One program per point of: {block.describe_domain()}.", WIDTH,
                            initial_indent="    ", subsequent_indent="    ") + ['    """']
@@ -116,7 +123,7 @@ def _launcher(tg: TypedGraph, sched: Schedule) -> list[str]:
             shape = tuple_code([dim_code(d.text) for d in t.shape])
             lines.append(f"    {var(ref)} = torch.empty({shape}, dtype={TORCH_DTYPE[t.dtype]}, device=device)")
     for b in sched.blocks:
-        lines += call(f"{_kernel_name(b)}[{_grid(b)}]", [var(r) for r in _refs(b)], indent=4)
+        lines += call(f"{kernel_name(b)}[{_grid(b)}]", [var(r) for r in block_refs(b)], indent=4)
     lines.append("    return {")
     lines += [f'        "{name}": {var(ref)},' for name, ref in tg.outputs.items()]
     lines += [f'        "{ref}": {var(ref)},' for b in sched.blocks for ref in b.writes + b.scratch]
