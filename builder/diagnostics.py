@@ -28,6 +28,8 @@ RULES = {
     "bad-expr": "an expression that is not plain arithmetic over dims",
     "bad-value": "a value outside the range its parameter accepts",
     "illegal-fuse": "a `fuse:` group the schedule cannot run as one loop block",
+    "gpu-resources": "a loop block compiled for a `--target` GPU does not compile, exceeds its shared memory, or spills",
+    "gpu-underuse": "a loop block compiled for a `--target` GPU leaves tensor cores or SMs idle (a warning)",
 }
 
 
@@ -53,6 +55,8 @@ DEFAULT_HINTS = {
     "bad-expr": "write plain arithmetic over dims and numbers: + - * / // % **, min(), max()",
     "bad-value": "see the accepted range in the op's or schema's description",
     "illegal-fuse": "fuse only adjacent stages with one iteration domain, or drop the `fuse:` group",
+    "gpu-resources": "change the tile params (`block_*`) of the block's stages",
+    "gpu-underuse": "change the tile params (`block_*`) of the block's stages",
 }
 assert set(DEFAULT_HINTS) == set(RULES)
 
