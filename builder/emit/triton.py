@@ -37,7 +37,8 @@ def round_half_even(x):
     odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
     return tl.where(tie & odd, r - 1.0, r)''',
 }
-NOTE = ("Backend: Triton. Runs unchanged on a GPU and on the CPU under TRITON_INTERPRET=1.\n"
+NOTE = ("Backend: Triton. Verified on the CPU under TRITON_INTERPRET=1; `build --target cuda:sm_90`\n"
+        "compiles it for a GPU ahead of time and reports what each block needs there.\n"
         "RoPE lanes are addressed by layout-specific offsets: no selector matrices exist or are needed.")
 
 
