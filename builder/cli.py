@@ -159,7 +159,8 @@ def run(argv: list[str] | None = None) -> int:
         summary["targets_compile_wall_s"] = round(took, 1)
         if not args.json:
             print(f"compiled {len(kernels)} kernel(s) for {', '.join(t.name for t in targets)} in {took:.1f} s "
-                  f"(wall clock; compile times vary from run to run)")
+                  f"wall clock (a block whose code several kernels share is compiled once, and each of them "
+                  f"shows that compile's time; compile times vary from run to run)")
     if args.json:
         print(json.dumps({"status": "failed" if failed else "ok", "file": args.file, "kernels": results,
                           **summary, "warnings": [w.as_json() for w in lib.warnings]}, indent=2))
