@@ -9,8 +9,8 @@ where the rates are the datasheet's, scaled by ACHIEVABLE (bandwidth only), by t
 the grid keeps busy (an SM running k of the P programs carries k/P of the work; with fewer programs
 than SMs the idle SMs add nothing), and by a latency factor when fewer than LATENCY_WARPS warps per
 SM are resident. Arithmetic runs at the tensor-core peak of its kind only when every dot of the block
-uses tensor cores, else at the CUDA-core fp32 rate. Spilled registers
-are flagged by the check, not modelled (their traffic depends on trip counts the compiler hides).
+uses tensor cores, else at the CUDA-core fp32 rate. Spilled registers are flagged by the check, not
+modelled (their traffic depends on trip counts the compiler does not report).
 """
 from __future__ import annotations
 
