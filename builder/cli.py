@@ -1,7 +1,9 @@
-"""`build`: validate, schedule, emit and verify the kernels of a YAML file.
+"""`build`: validate, schedule, emit and verify the kernels of a YAML file; with --target, compile
+the Triton code for a GPU ahead of time and judge it against that GPU's limits.
 
-Exit status: 0 everything requested succeeded; 1 a numerical check failed; 2 invalid spec or usage;
-3 an internal error (a bug of the tool: the traceback is printed).
+Exit status: 0 everything requested succeeded; 1 a numerical check failed, or a block compiled for a
+--target does not fit it; 2 invalid spec or usage; 3 an internal error (a bug of the tool: the
+traceback is printed).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import traceback
 from .diagnostics import SpecError
 from .emit import BACKENDS
 from .files import OutputError, write_set
+from .targets import TARGETS, target
 
 MAX_SEED = 2**31 - 1
 
@@ -49,7 +52,8 @@ def _bytes(text: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="build", description=__doc__.split("\n\n")[0],
-                epilog="Exit status: 0 ok, 1 a numerical check failed, 2 invalid spec or usage.")
+                epilog="Exit status: 0 ok, 1 a numerical check failed or a --target block does not fit, "
+                       "2 invalid spec or usage.")
     p.add_argument("--file", default="kernels.yaml", help="kernel library to read (default: ./kernels.yaml)")
     p.add_argument("--kernel", action="append", metavar="NAME", help="only this kernel (repeatable)")
     p.add_argument("--sizes", metavar="NAME", help="size set to emit and verify (default: each kernel's "
@@ -67,6 +71,13 @@ def parser() -> argparse.ArgumentParser:
                    help="largest total size of one kernel's tensors at a size set, e.g. 16G (default 8G)")
     p.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
     p.add_argument("--graph", action="store_true", help="render the stage graphs and loop blocks instead")
+    p.add_argument("--target", action="append", choices=list(TARGETS), metavar="GPU",
+                   help=f"compile every loop block's Triton code ahead of time for GPU ({', '.join(TARGETS)}; "
+                        "no GPU needed) and report registers, spills, shared memory, warps, programs, tensor "
+                        "cores, compile time and a modelled time beside the floor; with --graph, on the loop-block "
+                        "clusters (repeatable)")
+    p.add_argument("--jobs", type=int, metavar="N", help="processes compiling for --target at once (default: the "
+                                                         "number of CPUs)")
     from .render import FORMATS as GRAPH_FORMATS
 
     g = p.add_argument_group("--graph options")
@@ -102,6 +113,9 @@ def run(argv: list[str] | None = None) -> int:
                                        ("--against-kernel", args.against_kernel)) if v is not None]
     if graph_only and not args.graph:
         parser().error(f"{graph_only[0]} needs --graph")
+    if args.jobs is not None and (not args.target or args.jobs < 1):
+        parser().error("--jobs needs --target and a count of at least 1")
+    targets = [target(name) for name in dict.fromkeys(args.target or [])]
     from . import load, sol
     from .library import DEFAULT_MAX_BYTES
 
@@ -125,7 +139,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.graph:
         from .render.command import run as graph
 
-        return graph(args, lib, kernels)
+        return graph(args, lib, kernels, targets)
 
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     # Everything is emitted before anything is written: a build writes all its files or none.
@@ -139,6 +153,11 @@ def run(argv: list[str] | None = None) -> int:
             print(f"build: error: {exc}; nothing was written", file=sys.stderr)
             return 2
     results, failed = [], False
+    fits, took, findings = {}, 0.0, {}
+    if targets:
+        from .aot import compile_kernels, report as target_report
+
+        fits, took = compile_kernels(kernels, args.sizes, targets, args.jobs, _progress("all", "--target"))
     for k in kernels:
         tg, sched = k.typed(args.sizes)
         entry = {"kernel": k.name, "line": k.spec.loc.line, "sizes": tg.dims.size_set,
@@ -161,12 +180,27 @@ def run(argv: list[str] | None = None) -> int:
                 lines += describe(report, k.spec.loc.file)
                 failed |= not report.ok
             entry["backends"][backend] = info
+        for t in targets:
+            fit = fits[(k.name, t.name)]
+            lines += target_report.text(fit)
+            entry.setdefault("targets", {})[t.name] = target_report.as_json(fit)
+            findings.update({(d.loc, d.rule, d.message): d for d in fit.diagnostics})
+            failed |= not fit.ok
         results.append(entry)
         if not args.json:
             print("\n".join(lines), flush=True)
+    for key in sorted(findings):  # a stage that variants inherit is reported once
+        print(findings[key].render(), file=sys.stderr)
+    summary = {}
+    if targets:
+        summary["targets_compile_wall_s"] = round(took, 1)
+        if not args.json:
+            print(f"compiled {len(kernels)} kernel(s) for {', '.join(t.name for t in targets)} in {took:.1f} s "
+                  f"wall clock (a block whose code several kernels share is compiled once, and each of them "
+                  f"shows that compile's time; compile times vary from run to run)")
     if args.json:
         print(json.dumps({"status": "failed" if failed else "ok", "file": args.file, "kernels": results,
-                          "warnings": [w.as_json() for w in lib.warnings]}, indent=2))
+                          **summary, "warnings": [w.as_json() for w in lib.warnings]}, indent=2))
     return 1 if failed else 0
 
 

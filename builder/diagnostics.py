@@ -38,6 +38,8 @@ RULES = {
     "expr-too-complex": "a dim expression beyond the evaluator's bounds (length, operations, magnitude)",
     "tensor-too-large": "a tensor larger than the byte limit (`--max-bytes`)",
     "too-many-stages": "a kernel with more stages than the loader allows",
+    "gpu-resources": "a loop block compiled for a `--target` GPU does not compile, exceeds its shared memory, or spills",
+    "gpu-underuse": "a loop block compiled for a `--target` GPU leaves tensor cores or SMs idle (a warning)",
 }
 
 
@@ -73,6 +75,8 @@ DEFAULT_HINTS = {
     "expr-too-complex": "write a short expression; compute large constants outside the spec",
     "tensor-too-large": "use smaller sizes, or raise the limit with `--max-bytes`",
     "too-many-stages": "split the kernel",
+    "gpu-resources": "change the tile params (`block_*`) of the block's stages",
+    "gpu-underuse": "change the tile params (`block_*`) of the block's stages",
 }
 assert set(DEFAULT_HINTS) == set(RULES)
 

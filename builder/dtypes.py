@@ -14,16 +14,17 @@ class DTypeInfo:
     bytes: int
     torch: str          # attribute of the torch module
     triton: str         # attribute of triton.language
+    triton_pointee: str  # a pointer's element type in Triton's compile signatures (`*bf16`)
     pl: str             # constant of pypto.language
     floating: bool
     pl_gather: bool     # `pl.gather` reads it as a source (FP16, FP32, INT16, INT32)
 
 
 TABLE: dict[DType, DTypeInfo] = {
-    DType.bf16: DTypeInfo(2, "bfloat16", "bfloat16", "BF16", floating=True, pl_gather=False),
-    DType.fp32: DTypeInfo(4, "float32", "float32", "FP32", floating=True, pl_gather=True),
-    DType.int32: DTypeInfo(4, "int32", "int32", "INT32", floating=False, pl_gather=True),
-    DType.int8: DTypeInfo(1, "int8", "int8", "INT8", floating=False, pl_gather=False),
+    DType.bf16: DTypeInfo(2, "bfloat16", "bfloat16", "bf16", "BF16", floating=True, pl_gather=False),
+    DType.fp32: DTypeInfo(4, "float32", "float32", "fp32", "FP32", floating=True, pl_gather=True),
+    DType.int32: DTypeInfo(4, "int32", "int32", "i32", "INT32", floating=False, pl_gather=True),
+    DType.int8: DTypeInfo(1, "int8", "int8", "i8", "INT8", floating=False, pl_gather=False),
 }
 assert set(TABLE) == set(DType)
 

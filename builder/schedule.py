@@ -29,6 +29,14 @@ class LoopBlock:
     def describe_domain(self) -> str:
         return " x ".join(a.describe() for a in self.domain)
 
+    @property
+    def programs(self) -> int:
+        """Programs one launch runs: the product of the domain's trip counts (the launcher's grid)."""
+        n = 1
+        for axis in self.domain:
+            n *= axis.trips
+        return n
+
 
 @dataclass(frozen=True)
 class Schedule:

@@ -197,6 +197,8 @@ steps["graph rc"] = run(["--graph"])
 steps["graph"] = heavy()
 steps["check rc"] = run(["--check", "--no-verify", "--backend", "all"])
 steps["check --no-verify"] = heavy()
+steps["target rc"] = run(["--check", "--no-verify", "--kernel", "dsv4_qkv_rope_forward", "--target", "cuda:sm_90"])
+steps["target"] = heavy()  # compiling for a GPU happens in worker processes
 print("@@" + json.dumps(steps))
 """
 
@@ -205,8 +207,26 @@ def test_validation_scheduling_and_graph_do_not_import_torch_or_triton():
     proc = run_python(_NO_TORCH)
     assert proc.returncode == 0, proc.stderr
     steps = json.loads(proc.stdout.rsplit("@@", 1)[1])
-    assert steps["graph rc"] == 0 and steps["check rc"] == 0
+    assert steps["graph rc"] == 0 and steps["check rc"] == 0 and steps["target rc"] == 0
     assert steps["validate+schedule"] == []
     assert steps["invalid spec"] == []
     assert steps["graph"] == []
     assert steps["check --no-verify"] == []  # emitting both backends included
+    assert steps["target"] == []
+
+
+def test_target_report_in_text():
+    """`--target` prints, per kernel, one row per loop block and the modelled time beside the floor,
+    saying that it is a model; the four blocks of the small kernel, in schedule order."""
+    proc = run_build("--check", "--no-verify", "--kernel", "dsv4_qkv_rope_forward", "--target", "cuda:sm_90")
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert re.search(r"^  target cuda:sm_90: H100 SXM, 132 SMs, 3\.35 TB/s, 232448 B shared memory per program",
+                     text, re.M), text
+    assert re.search(r"^    block\s+regs\s+spill B\s+smem B\s+warps\s+programs\s+per SM\s+tensor cores\s+"
+                     r"compile s\s+floor us\s+model us$", text, re.M), text
+    rows = re.findall(r"^    (\d) (\w+)\s+\d+\s+\d+\s+\d+\s+4\s+(\d+)\s+\d+\s+no dot\s+[\d.]+\s+[\d.]+\s+[\d.]+$",
+                      text, re.M)
+    assert [r[1] for r in rows] == ["extract", "rotate", "interleave", "pack"], text
+    assert re.search(r"^    predicted \d+\.\d\d us beside the floor of \d+\.\d\d us on H100 SXM", text, re.M)
+    assert "model, not a measurement" in text

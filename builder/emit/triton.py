@@ -8,10 +8,12 @@ interpreter and a GPU produce the same bits.
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
 from typing import Optional
 
 from ..graph import Stage, TypedGraph
 from ..schedule import LoopBlock, Schedule
+from .. import dtypes
 from ..dtypes import torch_code, triton_code
 from ..spec import DType
 from ..stage_api import next_pow2
@@ -38,7 +40,8 @@ def round_half_even(x):
     odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
     return tl.where(tie & odd, r - 1.0, r)''',
 }
-NOTE = ("Backend: Triton. Runs unchanged on a GPU and on the CPU under TRITON_INTERPRET=1.\n"
+NOTE = ("Backend: Triton. Verified on the CPU under TRITON_INTERPRET=1; `build --target cuda:sm_90`\n"
+        "compiles it for a GPU ahead of time and reports what each block needs there.\n"
         "RoPE lanes are addressed by layout-specific offsets: no selector matrices exist or are needed.")
 
 
@@ -123,7 +126,8 @@ class TritonCtx(BodyCtx):
         return code if dtype is DType.fp32 else f"{code}.to({triton_code(dtype)})"
 
 
-def _refs(block: LoopBlock) -> list[str]:
+def block_refs(block: LoopBlock) -> list[str]:
+    """Tensors a block kernel takes, in argument order (one pointer each)."""
     return list(block.reads + block.writes + block.scratch)
 
 
@@ -134,7 +138,7 @@ def _kernel_name(block: LoopBlock, file: FileContext) -> str:
 def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: set[str]) -> str:
     ops = ", ".join(f"{s.id} ({s.op.name})" for s in block.stages)
     lines = ["@triton.jit",
-             f"def {_kernel_name(block, file)}({', '.join(ptr(file.table, r) for r in _refs(block))}):"]
+             f"def {_kernel_name(block, file)}({', '.join(ptr(file.table, r) for r in block_refs(block))}):"]
     lines += [f'    """Loop block {block.index}: {ops}.', ""]
     lines += textwrap.wrap(naming.docstring_text(f"One program per point of: {block.describe_domain()}."), WIDTH,
                            initial_indent="    ", subsequent_indent="    ") + ['    """']
@@ -176,7 +180,7 @@ def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext) -> str:
             t = tg.types[ref]
             lines.append(f"    {var[ref]} = torch.empty({_shape(t, file)}, dtype={torch_code(t.dtype)}, device=device)")
     for b in sched.blocks:
-        lines.append(f"    {_kernel_name(b, file)}[{_grid(b, file)}]({', '.join(var[r] for r in _refs(b))})")
+        lines.append(f"    {_kernel_name(b, file)}[{_grid(b, file)}]({', '.join(var[r] for r in blockblock_refs(b))})")
     lines.append("    return {")
     lines += [f"        {naming.string(name)}: {var[ref]}," for name, ref in tg.outputs.items()]
     lines += [f"        {naming.string(ref)}: {var[ref]}," for b in sched.blocks for ref in b.writes + b.scratch]
@@ -202,9 +206,30 @@ def _input_check() -> str:
         '            raise ValueError(f"{name}: expected {dtype} {want}, got {t.dtype} {tuple(t.shape)}")'])
 
 
+@dataclass(frozen=True)
+class BlockInterface:
+    """A block kernel as emitted: its function name and its pointer arguments (argument, tensor ref)."""
+
+    index: int
+    name: str
+    args: tuple[tuple[str, str], ...]
+
+    def signature(self, tg: TypedGraph) -> dict[str, str]:
+        """Triton's compile signature: pointer argument -> `*bf16`, `*fp32`, `*i32`, `*i8`."""
+        return {arg: "*" + dtypes.info(tg.types[ref].dtype).triton_pointee for arg, ref in self.args}
+
+
 def emit(tg: TypedGraph, sched: Schedule) -> str:
+    return emit_with_interfaces(tg, sched)[0]
+
+
+def emit_with_interfaces(tg: TypedGraph, sched: Schedule) -> tuple[str, list[BlockInterface]]:
+    """The module's source, and the interface of each of its block kernels."""
     file, helpers = FileContext(tg), set()
     chunks = [_block_kernel(b, tg, file, helpers) for b in sched.blocks]
+    interfaces = [BlockInterface(b.index, file.table.show(_kernel_name(b, file)),
+                                 tuple((file.table.show(ptr(file.table, r)), r) for r in block_refs(b)))
+                  for b in sched.blocks]
     chunks += [_expected_inputs(tg, file), _input_check(), _launcher(tg, sched, file)]
     helper_code = [HELPERS[h] for h in sorted(helpers)]
     dim_lines, const_lines, shown = file.constant_lines("\n".join(chunks),
@@ -212,4 +237,4 @@ def emit(tg: TypedGraph, sched: Schedule) -> str:
     head = [header(tg, NAME), docstring(tg, sched, shown, NOTE),
             "import torch\nimport triton\nimport triton.language as tl", "\n".join(dim_lines + const_lines)]
     body = helper_code + [file.table.resolve(c) for c in chunks]
-    return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n")
+    return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n"), interfaces

@@ -12,14 +12,16 @@ from typing import Optional
 from ..diagnostics import SpecError
 from ..files import write_if_changed
 from . import FORMATS, RenderError, format_for, models, render_models
+from .model import with_fits
 
 
 class GraphUsageError(Exception):
     pass
 
 
-def run(args, lib, kernels) -> int:
-    """`args`: the parsed `build` arguments; `lib`/`kernels`: the loaded library and the selected kernels."""
+def run(args, lib, kernels, gpus=()) -> int:
+    """`args`: the parsed `build` arguments; `lib`/`kernels`: the loaded library and the selected kernels;
+    `gpus`: `builder.targets.Target`s to compile the kernels for and show on their loop blocks."""
     try:
         targets = _targets(args)
         if args.against is not None or args.against_kernel is not None:
@@ -27,6 +29,8 @@ def run(args, lib, kernels) -> int:
         else:
             views, against = [k.typed(args.sizes) for k in kernels], None
         kernel_models = models(views, against)
+        if gpus:
+            kernel_models = _with_fits(kernel_models, kernels, args, gpus)
         rendered: dict[str, object] = {}
         for _, fmt in targets:  # render everything before writing anything
             if fmt not in rendered:
@@ -50,6 +54,22 @@ def run(args, lib, kernels) -> int:
             changed = write_if_changed(path, data)
             print(f"{'wrote' if changed else 'unchanged'} {path}")
     return 0
+
+
+def _with_fits(kernel_models, kernels, args, gpus):
+    """The models with each selected kernel's blocks annotated by what they compile to on `gpus`."""
+    from ..aot import compile_kernels
+    from ..aot.report import cluster_fit
+
+    fits, _ = compile_kernels(kernels, args.sizes, gpus, args.jobs)
+    by_kernel = {}
+    for k in kernels:
+        blocks = {}
+        for gpu in gpus:
+            for b in fits[(k.name, gpu.name)].blocks:
+                blocks.setdefault(b.block.name, []).append(cluster_fit(b, gpu))
+        by_kernel[k.name] = {name: tuple(f) for name, f in blocks.items()}
+    return [with_fits(m, by_kernel[m.name]) if m.name in by_kernel else m for m in kernel_models]
 
 
 def _targets(args) -> list[tuple[Optional[str], str]]:

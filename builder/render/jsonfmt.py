@@ -5,8 +5,10 @@ Schema `kernel-builder.graph/1`:
     "nodes":  [{"id", "kind": input|stage|output|placeholder, "name", ...kind-specific fields}],
     "edges":  [{"id", "from", "to", "tensor", "port", "dims", "shape", "dtype", "layout", "crossing"}],
     "blocks": [{"id", "index", "name", "stages", "domain", "axes", "reads", "writes", "scratch",
-                "bytes", "flops"}]}]}
-A diff adds "against" to each kernel and "status" (added | removed | changed | null) plus "was"
+                "bytes", "flops", "targets"?}]}]}
+"targets" (with `--target` only) lists, per GPU, what the block compiled to: registers, spills,
+shared memory, warps, programs, tensor-core dots, floor and modelled time (no compile time: the
+rendering stays deterministic). A diff adds "against" to each kernel and "status" (added | removed | changed | null) plus "was"
 (the old value, changed items only) to every node, edge and block. Key order is fixed.
 """
 from __future__ import annotations
@@ -72,4 +74,6 @@ def _block(b: Block, diffing: bool) -> dict:
     d = {"id": b.id, "index": b.index, "name": b.name, "stages": list(b.stages), "domain": b.domain,
          "axes": [dict(a) for a in b.axes], "reads": list(b.reads), "writes": list(b.writes),
          "scratch": list(b.scratch), "bytes": b.bytes, "flops": b.flops}
+    if b.fits:
+        d["targets"] = [{"target": f.target, **f.data} for f in b.fits]
     return _status(d, b, diffing)

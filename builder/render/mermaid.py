@@ -44,6 +44,7 @@ def render(models: list[KernelModel]) -> str:
                 out.append(ind + _node(prefix, n))
         for b in m.blocks:
             lines = [f"{_mark(b.status)}loop block {b.index}: {b.name}", b.domain] + ([b.cost] if b.cost else [])
+            lines += [x for f in b.fits for x in f.lines]
             if b.status == CHANGED and b.was:
                 lines.append(f"was: {b.was}")
             out.append(f"{ind}subgraph {mid(prefix, b.id)}[{text(*lines)}]")

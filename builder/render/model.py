@@ -97,6 +97,15 @@ class Edge:
         return self.ref if leaf == self.port else f"{self.ref} (as {self.port})"
 
 
+@dataclass(frozen=True)
+class Fit:
+    """A loop block compiled for one `--target` GPU: lines for clusters and its JSON figures."""
+
+    target: str
+    lines: tuple[str, ...]
+    data: dict
+
+
 @dataclass
 class Block:
     id: str                          # `block:` + stage ids joined by `_`
@@ -112,6 +121,7 @@ class Block:
     flops: Optional[int] = None
     status: Optional[str] = None
     was: Optional[str] = None
+    fits: tuple[Fit, ...] = ()       # `build --graph --target`: one per target
 
     @property
     def cost(self) -> str:
@@ -226,6 +236,12 @@ def _cost(tg, b) -> tuple[int, int]:
     """Speed-of-light bytes and FLOPs of a block (see builder.sol)."""
     cost = sol.block_cost(b)
     return cost.bytes, cost.total_flops
+
+
+def with_fits(m: KernelModel, fits: dict[str, tuple[Fit, ...]]) -> KernelModel:
+    """`m` with compiled-block figures on its blocks, keyed by block name (removed blocks get none)."""
+    blocks = [replace(b, fits=fits.get(b.name, ())) if b.status != REMOVED else b for b in m.blocks]
+    return replace(m, blocks=blocks)
 
 
 # --- diff ---------------------------------------------------------------------------------------

@@ -91,6 +91,8 @@ def _block(out: _Lines, m: KernelModel, b: Block) -> None:
     gutter = "| "
     if b.cost:
         out.add(b.cost, b.status, gutter)
+    for line in (line for fit in b.fits for line in fit.lines):
+        out.add(line, b.status, gutter)
     for n in m.block_nodes(b):
         if n.kind == "placeholder":
             out.add(f"({n.was})", n.status, gutter)
