@@ -11,6 +11,7 @@ from pydantic import Field
 
 from builder.spec import DType, Int
 from builder.stage_api import Dim, Params, Tile, choose_tile
+from stages.dots import exact_dot
 
 
 class MatmulParams(Params):
@@ -49,9 +50,10 @@ def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, row
     bn = c.tile("nb")
     if dtype is DType.int8:
         acc_type, dot = "tl.int32", "tl.dot(a, tl.trans(w), out_dtype=tl.int32)"
-    else:
+    else:  # on tensor cores, exactly (stages/dots.py)
         acc_type = "tl.float32"
-        dot = 'tl.dot(a.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")'
+        exact = dtype is DType.bf16
+        _, dot = exact_dot("a.to(tl.float32)", "tl.trans(w.to(tl.float32))", exact, exact)
     a_rows = f"({a_row0} + r)" if a_row0 != "0" else "r"
     w_rows = f"({w_row0} + n)" if w_row0 != "0" else "n"
     columns = c.lanes("n", "nb")  # first: it defines the columns' mask

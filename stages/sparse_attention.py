@@ -13,6 +13,7 @@ from pydantic import Field
 from builder import dtypes
 from builder.spec import DimExpr, DType, Int
 from builder.stage_api import Axis, Op, Params, TensorType, choose_tile, expect
+from stages.dots import exact_dot
 
 
 def golden_sparse_attention(q, kv, valid, sink, *, scale, out_dtype):
@@ -88,6 +89,8 @@ class SparseAttention(Op):
     def triton(self, c):
         h, d, keys, scale, bn, bh = self._names(c)
         heads = f"(t * {h} + h)[:, None] * {d} + d[None, :]"
+        _, qk = exact_dot("q", "tl.trans(kv)")  # q and kv hold bf16 values: exact on tensor cores
+        split, pv = exact_dot("p", "kv", a_exact=False)
         return c.lanes("h", "hb") + c.span("d", c.type("q").shape[2], "D") + [
             "q = " + c.load(f"{c.src('q')} + {heads}", "h", "d") + ".to(tl.float32)",
             f"m = tl.full([{bh}], -1.0e30, tl.float32)  # finite: a token with no valid key ends with o = 0",
@@ -99,13 +102,15 @@ class SparseAttention(Op):
             "    kv = " + c.load(f"{c.src('kv')} + (t * {keys} + n)[:, None] * {d} + d[None, :]", "n", "d",
                               mask="live[:, None]"),
             "    kv = kv.to(tl.float32)",
-            f"    s = tl.dot(q, tl.trans(kv), input_precision=\"ieee\") * {scale}",
+            f"    s = {qk} * {scale}",
             "    s = tl.where(live[None, :], s, float(\"-inf\"))",
             "    m_new = tl.maximum(m, tl.max(s, axis=1))",
             "    alpha = tl.exp(m - m_new)",
             "    p = tl.exp(s - m_new[:, None])",
             "    l = l * alpha + tl.sum(p, axis=1)",
-            "    acc = acc * alpha[:, None] + tl.dot(p, kv, input_precision=\"ieee\")",
+            *("    " + line for line in split),
+            f"    pv = {pv}",
+            "    acc = acc * alpha[:, None] + pv",
             "    m = m_new",
             "sink = " + c.load(f"{c.src('sink')} + h", "h"),
             "o = acc / (l + tl.exp(sink - m))[:, None]",
