@@ -20,6 +20,7 @@ from .specload import report_validation
 from .stage_api import Dims, Op, StageError, TensorType, Tile
 
 Where = Callable[[tuple, bool], Location]
+PRIVATE = "~"  # marks an op-private tensor reference (`attn.~part_m`): no port or name can contain it
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,13 @@ class Stage:
     in_types: Mapping[str, TensorType]
     out_types: Mapping[str, TensorType]
     tiles: Mapping[str, Tile] = field(default_factory=dict)  # tile param -> size as chosen
+    private: Mapping[str, TensorType] = field(default_factory=dict)  # tensors its phases hand each other
 
     def ref(self, port: str) -> str:
         return f"{self.id}.{port}"
+
+    def private_ref(self, name: str) -> str:
+        return f"{self.id}.{PRIVATE}{name}"
 
 
 @dataclass
@@ -286,6 +291,7 @@ class _GraphBuilder:
         try:
             outs = op.infer(ins, params, dims)
             tiles = op.tiles(ins, params, dims)  # explicit sizes checked, defaults chosen to fit
+            private = op.private(ins, params, dims)
         except StageError as e:
             if e.port is not None:
                 ref = st.inputs[e.port]
@@ -306,8 +312,11 @@ class _GraphBuilder:
             return
         for port, t in outs.items():
             self.available[f"{sid}.{port}"] = t
-        self.stages[sid] = Stage(sid, op, params, st, self.where(("stages", sid), True), dict(st.inputs), ins, outs,
-                                 tiles)
+        stage = Stage(sid, op, params, st, self.where(("stages", sid), True), dict(st.inputs), ins, outs, tiles,
+                      private)
+        for name, t in private.items():
+            self.available[stage.private_ref(name)] = t
+        self.stages[sid] = stage
 
     def warn_unused(self) -> None:
         """Unused inputs and stages are warnings: the kernel still runs."""

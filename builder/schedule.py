@@ -6,11 +6,11 @@ with the same iteration domain whose in-group edges are pointwise in that domain
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from .diagnostics import DiagnosticSink, Location
 from .graph import Stage, TypedGraph
-from .stage_api import Axis
+from .stage_api import Axis, Phase
 
 
 @dataclass(frozen=True)
@@ -21,10 +21,12 @@ class LoopBlock:
     reads: tuple[str, ...]     # tensors read from outside the block (kernel inputs or earlier blocks)
     writes: tuple[str, ...]    # tensors the block leaves for later blocks or kernel outputs
     scratch: tuple[str, ...]   # tensors produced and consumed inside the block only
+    phase: Optional[Phase] = None  # which of its stage's phases, for a stage that runs as several blocks
+    phase_index: int = 0
 
     @property
     def name(self) -> str:
-        return "_".join(s.id for s in self.stages)
+        return "_".join(s.id for s in self.stages) + (f"_{self.phase.name}" if self.phase else "")
 
     def describe_domain(self) -> str:
         return " x ".join(a.describe() for a in self.domain)
@@ -43,7 +45,8 @@ class Schedule:
     blocks: tuple[LoopBlock, ...]
 
     def block_of(self, stage_id: str) -> LoopBlock:
-        return next(b for b in self.blocks if any(s.id == stage_id for s in b.stages))
+        """The (last) block that runs the stage: the one that writes its outputs."""
+        return [b for b in self.blocks if any(s.id == stage_id for s in b.stages)][-1]
 
     @property
     def crossing(self) -> tuple[str, ...]:
@@ -55,6 +58,7 @@ def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, 
     order = list(tg.stages)
     position = {sid: i for i, sid in enumerate(order)}
     domains = {sid: st.op.domain(st.in_types, st.params, tg.dims) for sid, st in tg.stages.items()}
+    phases = {sid: st.op.phases(st.in_types, st.params, tg.dims) for sid, st in tg.stages.items()}
     group_of: dict[str, int] = {}
     errors_before = len(sink.errors)
     for gi, group in enumerate(tg.spec.fuse):
@@ -93,6 +97,12 @@ def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, 
                                        f"domain point, so it needs all of `{tg.producer(ref)}` done first", loc,
                        "keep these stages in separate loop blocks")
             continue
+        split = [s for s in members if phases[s]]
+        if split:
+            sink.error("illegal-fuse", f"`fuse` group {gi}: `{split[0]}` runs as {len(phases[split[0]])} loop blocks "
+                                       f"({', '.join(ph.name for ph in phases[split[0]])}) to fill the GPU", loc,
+                       f"set `split_keys: 1` on `{split[0]}` to fuse it, or keep it out of `fuse:` groups")
+            continue
         for s in members:
             group_of[s] = gi
     if len(sink.errors) > errors_before:
@@ -111,7 +121,7 @@ def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, 
             for ref in tg.stages[sid].inputs.values():
                 readers.setdefault(ref, set()).add(bi)
     outputs = set(tg.outputs.values())
-    blocks = []
+    blocks: list[LoopBlock] = []
     for bi, members in enumerate(groups):
         made = [st.ref(p) for sid in members for st in [tg.stages[sid]] for p in st.out_types]
         inside = set(made)
@@ -119,9 +129,26 @@ def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, 
                        key=_ref_order(tg))
         writes = [r for r in made if r in outputs or readers.get(r, set()) - {bi}]
         scratch = [r for r in made if r not in writes]
-        blocks.append(LoopBlock(bi, tuple(tg.stages[s] for s in members), domains[members[0]],
+        if phases[members[0]]:
+            blocks += _phase_blocks(len(blocks), tg.stages[members[0]], phases[members[0]], set(writes), scratch)
+            continue
+        blocks.append(LoopBlock(len(blocks), tuple(tg.stages[s] for s in members), domains[members[0]],
                                 tuple(reads), tuple(writes), tuple(scratch)))
     return Schedule(tuple(blocks))
+
+
+def _phase_blocks(first: int, st: Stage, phases: tuple[Phase, ...], needed: set[str],
+                  scratch: list[str]) -> list[LoopBlock]:
+    """One block per phase of a stage that runs as several: each reads the inputs and private
+    tensors it names, and writes its private tensors and the outputs later blocks need."""
+    blocks = []
+    for i, ph in enumerate(phases):
+        reads = tuple(dict.fromkeys(st.inputs[p] for p in ph.reads)) + tuple(st.private_ref(n) for n in ph.private_reads)
+        outs = [st.ref(p) for p in ph.writes]
+        writes = tuple(r for r in outs if r in needed) + tuple(st.private_ref(n) for n in ph.private_writes)
+        blocks.append(LoopBlock(first + i, (st,), ph.domain, reads, writes,
+                                tuple(r for r in outs if r in scratch), ph, i))
+    return blocks
 
 
 def _ref_order(tg: TypedGraph):

@@ -60,13 +60,19 @@ def stage_cost(stage: Stage) -> Cost:
 
 
 def block_cost(block) -> Cost:
+    """A block's boundary traffic and FLOPs. A stage run as several blocks (phases) counts its input
+    traffic where each input is read, its private tensors where they cross, and its FLOPs once, in
+    its first phase."""
     boundary = set(block.reads) | set(block.writes)
     traffic: dict = {}
     for st in block.stages:
         for ref, n in _traffic(st).items():
-            if ref in boundary or ":" in ref:
+            if ref in boundary or (":" in ref and block.phase_index == 0):
                 traffic[ref] = max(traffic.get(ref, 0), n)
-    return Cost(sum(traffic.values()), _flops(block.stages))
+        for name, t in st.private.items():
+            if st.private_ref(name) in boundary:
+                traffic[st.private_ref(name)] = t.nbytes
+    return Cost(sum(traffic.values()), _flops(block.stages) if block.phase_index == 0 else {})
 
 
 def kernel_cost(tg: TypedGraph) -> Cost:

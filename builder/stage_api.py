@@ -137,6 +137,7 @@ class Tile:
     size: int
     extent: Dim
     defaulted: bool
+    counts_pieces: bool = False  # the param gives the number of pieces (a split), not their size
 
     @property
     def pieces(self) -> int:
@@ -146,17 +147,31 @@ class Tile:
     def tail(self) -> int:
         return self.extent.value % self.size
 
+    @property
+    def value(self) -> int:
+        """What the param means: the size, or for a split the number of pieces."""
+        return self.pieces if self.counts_pieces else self.size
+
     def describe(self) -> str:
-        return f"{self.param}={self.size}" + (" (default)" if self.defaulted else "")
+        return f"{self.param}={self.value}" + (" (default)" if self.defaulted else "")
 
 
-def choose_tile(param: str, explicit: Optional[int], extent: Dim, preferred: int, minimum: int = 1) -> Tile:
+def choose_tile(param: str, explicit: Optional[int], extent: Dim, preferred: int, minimum: int = 1,
+                fill: Optional[tuple[int, int]] = None) -> Tile:
     """The tile for `extent`: `explicit` when it fits, else a StageError (bad-value) listing the sizes
-    that fit; the default when `explicit` is None."""
+    that fit; the default when `explicit` is None. `fill`: (programs along the other axes, bytes the
+    stage moves) — a stage moving FILL_BYTES or more gets a default small enough (down to `minimum`)
+    for its grid to fill the largest GPU (builder/targets.py)."""
+    from .targets import FILL_BYTES, FILL_PROGRAMS
+
     top = max(next_pow2(extent.value), minimum)
     fits = [1 << i for i in range(32) if minimum <= 1 << i <= top]
     if explicit is None:
-        return Tile(param, max(f for f in fits if f <= max(preferred, minimum)), extent, True)
+        size = max(f for f in fits if f <= max(preferred, minimum))
+        if fill is not None and fill[1] >= FILL_BYTES:
+            while size > fits[0] and fill[0] * -(-extent.value // size) < FILL_PROGRAMS:
+                size //= 2
+        return Tile(param, size, extent, True)
     if explicit not in fits:
         why = "a power of two" if explicit & (explicit - 1) else f"between {fits[0]} and {fits[-1]}"
         raise StageError("bad-value", f"`{param}` = {explicit} cannot tile {extent.text} = {extent.value}: it must "
@@ -164,6 +179,25 @@ def choose_tile(param: str, explicit: Optional[int], extent: Dim, preferred: int
                                                         f"`{param}` out to get {choose_tile(param, None, extent, preferred, minimum).size}",
                          param=param)
     return Tile(param, explicit, extent, False)
+
+
+def choose_split(param: str, explicit: Optional[int], extent: Dim, step: int, programs: int, moved: int) -> Tile:
+    """How to cut a reduction over `extent` (in steps of `step`) across programs: `explicit` pieces, or
+    by default one piece unless the stage moves FILL_BYTES or more and its `programs` cannot fill the
+    largest GPU, then the fewest pieces (a power of two) that can. The Tile's size is the elements one
+    piece covers (a multiple of `step`); its `pieces` may come out below the count asked for."""
+    from .targets import FILL_BYTES, FILL_PROGRAMS
+
+    steps = -(-extent.value // step)
+    if explicit is not None and not 1 <= explicit <= steps:
+        raise StageError("bad-value", f"`{param}` = {explicit} cannot split {extent.text} = {extent.value} in steps "
+                                      f"of {step}: at most {steps} pieces", param=param,
+                         hint=f"use 1 to {steps}, or leave `{param}` out")
+    pieces = explicit or 1
+    if explicit is None and moved >= FILL_BYTES:
+        while programs * pieces < FILL_PROGRAMS and pieces * 2 <= steps:
+            pieces *= 2
+    return Tile(param, -(-steps // pieces) * step, extent, explicit is None, counts_pieces=True)
 
 
 @dataclass(frozen=True)
@@ -197,6 +231,20 @@ class Axis:
         return f"{self.var} over {self.extent.text}={self.extent.value}{tile} ({kind})"
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One loop block of a stage that runs as several: a reduction split across programs (so that a
+    small grid fills a GPU), then a phase that combines the pieces. Phases hand each other op-private
+    tensors (`Op.private`); `reads`/`writes` name the stage's own ports each phase touches."""
+
+    name: str
+    domain: tuple[Axis, ...]
+    reads: tuple[str, ...] = ()           # input ports
+    writes: tuple[str, ...] = ()          # output ports
+    private_reads: tuple[str, ...] = ()
+    private_writes: tuple[str, ...] = ()
+
+
 class Op:
     """Base class of stage ops. Subclasses set the ClassVars and implement the methods."""
 
@@ -210,6 +258,15 @@ class Op:
 
     def infer(self, ins: Mapping[str, TensorType], p: Any, dims: Dims) -> dict[str, TensorType]:
         raise NotImplementedError
+
+    def phases(self, ins: Mapping[str, TensorType], p: Any, dims: Dims) -> tuple[Phase, ...]:
+        """The loop blocks the stage runs as, in order; () means one block over `domain`. A body then
+        sees the phase it emits as `c.phase`."""
+        return ()
+
+    def private(self, ins: Mapping[str, TensorType], p: Any, dims: Dims) -> dict[str, TensorType]:
+        """Tensors the stage's phases hand each other (by name; `phases` says who writes and reads)."""
+        return {}
 
     def tiles(self, ins: Mapping[str, TensorType], p: Any, dims: Dims) -> dict[str, Tile]:
         """The tile sizes the stage uses, by param (explicit, or defaulted to fit the extents); raises

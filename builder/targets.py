@@ -65,6 +65,11 @@ DEVICES = {
     "Ascend910B": Device("Ascend 910B", None, {}, "to be measured"),
 }
 
+# A loop block moving FILL_BYTES or more should launch at least FILL_PROGRAMS programs: as many as
+# the largest GPU here has SMs. Ops choose default tiles and splits to get there.
+FILL_BYTES = 8_000_000
+FILL_PROGRAMS = max(d.sms for d in DEVICES.values() if d.sms)
+
 # `build --target NAME`: the device whose numbers judge and model code compiled for that architecture.
 TARGETS = {"cuda:sm_80": "A100", "cuda:sm_90": "H100", "cuda:sm_100": "B200"}
 

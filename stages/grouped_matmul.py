@@ -51,7 +51,9 @@ class GroupedMatmul(Op):
         return {"y": TensorType((t, dims.dim(f"{groups.text} * {w.shape[1].text}")), p.out_dtype)}
 
     def tiles(self, ins, p, dims):
-        return matmul_tiles(p, ins["w"].shape[1], ins["x"].shape[1], *DEFAULT_TILES)
+        w = ins["w"]
+        moved = sum(t.nbytes for t in ins.values())
+        return matmul_tiles(p, w.shape[1], ins["x"].shape[1], *DEFAULT_TILES, programs=w.shape[0].value, moved=moved)
 
     def domain(self, ins, p, dims):
         return (Axis("g", ins["w"].shape[0], parallel=True), Axis.tiled("nb", self.tiles(ins, p, dims)["block_n"]))

@@ -22,10 +22,11 @@ class MatmulParams(Params):
     out_dtype: DType = DType.bf16
 
 
-def matmul_tiles(p, n: Dim, k: Dim, default_n: int, default_k: int) -> dict[str, Tile]:
+def matmul_tiles(p, n: Dim, k: Dim, default_n: int, default_k: int, programs: int, moved: int) -> dict[str, Tile]:
     """block_n over the output columns, block_k over the reduction: the params, or the op's defaults
-    capped at the extents (a `tl.dot` operand needs at least 16 of each)."""
-    return {"block_n": choose_tile("block_n", p.block_n, n, default_n, minimum=16),
+    capped at the extents (a `tl.dot` operand needs at least 16 of each). A matmul streaming a big
+    weight gets a block_n small enough to fill the GPU (`programs`: those along its other axes)."""
+    return {"block_n": choose_tile("block_n", p.block_n, n, default_n, minimum=16, fill=(programs, moved)),
             "block_k": choose_tile("block_k", p.block_k, k, default_k, minimum=16)}
 
 

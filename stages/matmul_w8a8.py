@@ -44,7 +44,8 @@ class MatmulW8A8(Op):
         return {"y": TensorType((a.shape[0], w.shape[0]), p.out_dtype)}
 
     def tiles(self, ins, p, dims):
-        return matmul_tiles(p, ins["w"].shape[0], ins["a"].shape[1], *DEFAULT_TILES)
+        moved = sum(t.nbytes for t in ins.values())
+        return matmul_tiles(p, ins["w"].shape[0], ins["a"].shape[1], *DEFAULT_TILES, programs=1, moved=moved)
 
     def domain(self, ins, p, dims):
         return (Axis.tiled("nb", self.tiles(ins, p, dims)["block_n"]),)

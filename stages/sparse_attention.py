@@ -3,6 +3,12 @@
 `s_j = scale * <q, k_j>`, `o = sum_j exp(s_j - m) v_j / (sum_j exp(s_j - m) + exp(sink - m))`; the sink
 enters the denominator only. A token without valid keys outputs zeros. Tiled online softmax over key
 blocks of `block_n`; output rounded to the output dtype.
+
+When a token's heads give too few programs to fill a GPU (decode: few tokens, many keys), the keys are
+split into `split_keys` pieces, each its own program (phase `partial`: the running max, sum and
+unnormalised output of its keys), and a `combine` phase merges the pieces in ascending order
+(`m = max(m, m_s)`, `l = e^(m - m') l + e^(m_s - m') l_s`, the same for the output) before the sink
+and the division. The merge reorders fp32 sums, well inside every tolerance.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from pydantic import Field
 
 from builder import dtypes
 from builder.spec import DimExpr, DType, Int
-from builder.stage_api import Axis, Op, Params, TensorType, choose_tile, expect
+from builder.stage_api import Axis, Dim, Op, Params, Phase, TensorType, choose_split, choose_tile, expect
 from stages.dots import exact_dot
 
 
@@ -38,7 +44,15 @@ class AttentionParams(Params):
     block_n: Optional[Int] = Field(None, ge=16, description="keys per online-softmax step (default: up to 32)")
     block_h: Optional[Int] = Field(None, ge=16, description="query heads per program (default 16; a tl.dot "
                                                             "operand needs 16 rows, masked when H is smaller)")
+    split_keys: Optional[Int] = Field(None, ge=1, description="pieces the keys are split into, one program "
+                                                              "each, then combined (default: 1, or enough to "
+                                                              "fill a GPU when the stage moves 8 MB or more)")
+    block_d: Optional[Int] = Field(None, ge=16, description="head-dim lanes per program of the combine phase "
+                                                            "(default: all of them, or few enough to fill a GPU)")
     out_dtype: DType = DType.bf16
+
+
+PARTS = ("part_m", "part_l", "part_acc")  # what a piece of split keys hands the combine phase
 
 
 class SparseAttention(Op):
@@ -64,11 +78,40 @@ class SparseAttention(Op):
         return str(text), float(dims.value(text))
 
     def tiles(self, ins, p, dims):
-        return {"block_h": choose_tile("block_h", p.block_h, ins["q"].shape[1], 16, minimum=16),
-                "block_n": choose_tile("block_n", p.block_n, ins["kv"].shape[1], 32, minimum=16)}
+        q, kv = ins["q"], ins["kv"]
+        heads = choose_tile("block_h", p.block_h, q.shape[1], 16, minimum=16)
+        keys = choose_tile("block_n", p.block_n, kv.shape[1], 32, minimum=16)
+        moved = sum(t.nbytes for t in ins.values()) + q.nbytes
+        programs = q.shape[0].value * heads.pieces
+        split = choose_split("split_keys", p.split_keys, kv.shape[1], keys.size, programs, moved)
+        tiles = {"block_h": heads, "block_n": keys, "split_keys": split}
+        if split.pieces > 1:  # the combine phase reads every piece's output: it fills the GPU too
+            partials = split.pieces * q.numel_shape[0] * q.numel_shape[1] * q.numel_shape[2] * 4
+            tiles["block_d"] = choose_tile("block_d", p.block_d, q.shape[2], q.shape[2].value, 16,
+                                           fill=(programs, partials))
+        return tiles
 
     def domain(self, ins, p, dims):
         return (Axis("t", ins["q"].shape[0], parallel=True), Axis.tiled("hb", self.tiles(ins, p, dims)["block_h"]))
+
+    def phases(self, ins, p, dims):
+        split = self.tiles(ins, p, dims)["split_keys"]
+        if split.pieces == 1:
+            return ()
+        out = self.domain(ins, p, dims)
+        lanes = self.tiles(ins, p, dims)["block_d"]
+        return (Phase("partial", out + (Axis.tiled("ks", split),), reads=("q", "kv", "valid"), private_writes=PARTS),
+                Phase("combine", out + (Axis.tiled("db", lanes),), reads=("sink",), writes=("o",),
+                      private_reads=PARTS))
+
+    def private(self, ins, p, dims):
+        pieces = self.tiles(ins, p, dims)["split_keys"].pieces
+        if pieces == 1:
+            return {}
+        t, h, d = ins["q"].shape
+        s = Dim(str(pieces), pieces)
+        return {"part_m": TensorType((s, t, h), DType.fp32), "part_l": TensorType((s, t, h), DType.fp32),
+                "part_acc": TensorType((s, t, h, d), DType.fp32)}
 
     def golden_args(self, p, dims, types):
         return {"scale": self.scale(types, p, dims)[1], "out_dtype": dtypes.info(p.out_dtype).torch}
@@ -89,14 +132,39 @@ class SparseAttention(Op):
     def triton(self, c):
         h, d, keys, scale, bn, bh = self._names(c)
         heads = f"(t * {h} + h)[:, None] * {d} + d[None, :]"
+        lanes = c.lanes("d", "db") if c.phase == "combine" else c.span("d", c.type("q").shape[2], "D")
+        lines = c.lanes("h", "hb") + lanes
+        if c.phase != "combine":
+            lines += self._triton_keys(c, heads)
+        if c.phase == "partial":  # this piece's running max, sum and output, for the combine phase
+            part = f"((ks * {c.dim('q', 0)} + t) * {h} + h)"
+            return lines + [c.store(f"{c.private('part_m')} + {part}", "m", "h"),
+                            c.store(f"{c.private('part_l')} + {part}", "l", "h"),
+                            c.store(f"{c.private('part_acc')} + {part}[:, None] * {d} + d[None, :]", "acc", "h", "d")]
+        if c.phase == "combine":
+            lines += self._triton_merge(c)
+        return lines + [
+            "sink = " + c.load(f"{c.src('sink')} + h", "h"),
+            "o = acc / (l + tl.exp(sink - m))[:, None]",
+            c.store(f"{c.dst('o')} + {heads}", c.cast_for("o", "o"), "h", "d"),
+        ]
+
+    def _triton_keys(self, c, heads: str) -> list[str]:
+        """The online softmax over this program's keys: all of them, or its piece of the split keys."""
+        h, d, keys, scale, bn, bh = self._names(c)
         _, qk = exact_dot("q", "tl.trans(kv)")  # q and kv hold bf16 values: exact on tensor cores
         split, pv = exact_dot("p", "kv", a_exact=False)
-        return c.lanes("h", "hb") + c.span("d", c.type("q").shape[2], "D") + [
+        if c.phase == "partial":
+            piece = c.stride("ks")
+            loop = [f"first = ks * {piece}", f"for n0 in range(first, tl.minimum(first + {piece}, {keys}), {bn}):"]
+        else:
+            loop = [f"for n0 in range(0, {keys}, {bn}):"]
+        return [
             "q = " + c.load(f"{c.src('q')} + {heads}", "h", "d") + ".to(tl.float32)",
             f"m = tl.full([{bh}], -1.0e30, tl.float32)  # finite: a token with no valid key ends with o = 0",
             f"l = tl.zeros([{bh}], tl.float32)",
             f"acc = tl.zeros([{bh}, {c.span_width('d')}], tl.float32)",
-            f"for n0 in range(0, {keys}, {bn}):",
+            *loop,
             f"    n = n0 + tl.arange(0, {bn})",
             f"    live = (n < {keys}) & (tl.load({c.src('valid')} + t * {keys} + n, mask=n < {keys}, other=0) != 0)",
             "    kv = " + c.load(f"{c.src('kv')} + (t * {keys} + n)[:, None] * {d} + d[None, :]", "n", "d",
@@ -112,23 +180,74 @@ class SparseAttention(Op):
             f"    pv = {pv}",
             "    acc = acc * alpha[:, None] + pv",
             "    m = m_new",
-            "sink = " + c.load(f"{c.src('sink')} + h", "h"),
-            "o = acc / (l + tl.exp(sink - m))[:, None]",
-            c.store(f"{c.dst('o')} + {heads}", c.cast_for("o", "o"), "h", "d"),
         ]
+
+    def _triton_merge(self, c) -> list[str]:
+        """The pieces of the split keys merged in ascending order."""
+        h, d, t_dim = c.dim("q", 1), c.dim("q", 2), c.dim("q", 0)
+        pieces = c.const("SPLITS", c.stage.tiles["split_keys"].pieces, "pieces of the split keys")
+
+        def piece(suffix: str, part: str) -> list[str]:
+            return [f"row = {part}",
+                    f"m{suffix} = " + c.load(f"{c.private('part_m')} + row", "h"),
+                    f"l{suffix} = " + c.load(f"{c.private('part_l')} + row", "h"),
+                    f"acc{suffix} = " + c.load(f"{c.private('part_acc')} + row[:, None] * {d} + d[None, :]", "h", "d")]
+
+        first, later = f"t * {h} + h", f"(ks * {t_dim} + t) * {h} + h"
+        return [*piece("", first), f"for ks in range(1, {pieces}):"] + ["    " + line for line in piece("_s", later) + [
+            "m_new = tl.maximum(m, m_s)",
+            "alpha = tl.exp(m - m_new)",
+            "beta = tl.exp(m_s - m_new)",
+            "l = l * alpha + l_s * beta",
+            "acc = acc * alpha[:, None] + acc_s * beta[:, None]",
+            "m = m_new",
+        ]]
 
     def pypto(self, c):
         h, d, keys, scale, bn, bh = self._names(c)
-        q, m, l, acc, kv, bias, s, m_new, p, alpha, sink, den = (c.local(x) for x in (
-            "q", "m", "l", "acc", "kv", "bias", "s", "m_new", "p", "alpha", "sink", "den"))
+        m, l, acc, sink, den = (c.local(x) for x in ("m", "l", "acc", "sink", "den"))
         row = c.let("r0", f"t * {h} + hb * {c.stride('hb')}", "first row of this head tile")
         head0 = f"hb * {c.stride('hb')}"
+        lines = [] if c.phase == "combine" else self._pypto_keys(c, row)
+        cols = f"db * {c.stride('db')} : db * {c.stride('db')} + {c.tile('db')}" if c.phase == "combine" else f"0:{d}"
+        if c.phase == "partial":  # this piece's running max, sum and output, for the combine phase
+            part = c.let("part", f"ks * {c.dim('q', 0)} + t", "this piece's row of the partial max and sum")
+            return lines + [
+                f"{c.private('part_m')}[{part} : {part} + 1, {head0} : {head0} + {bh}] = pl.reshape({m}, [1, {bh}])",
+                f"{c.private('part_l')}[{part} : {part} + 1, {head0} : {head0} + {bh}] = pl.reshape({l}, [1, {bh}])",
+                f"{c.private('part_acc')}[{part} * {h} + {head0} : {part} * {h} + {head0} + {bh}, 0:{d}] = {acc}",
+            ]
+        if c.phase == "combine":
+            lines += self._pypto_merge(c, head0, cols)
+        return lines + [
+            f"{sink} = pl.reshape({c.src('sink')}[0:1, {head0} : {head0} + {bh}], [{bh}, 1])",
+            f"{den} = pl.add({l}, pl.exp(pl.sub({sink}, {m})))",
+            f"{c.dst('o')}[{row} : {row} + {bh}, {cols}] = {c.cast(f'pl.row_expand_div({acc}, {den})', 'o')}",
+        ]
 
+    def _pypto_keys(self, c, row: str) -> list[str]:
+        """The online softmax over this task's keys (all of them, or its piece of the split keys), in
+        blocks of `block_n`: the first starts the running max, sum and output (PyPTO lays a
+        `pl.full([M, 1])` column out row-major, which its vector ops cannot mix with the col-major
+        columns of row reductions); whole blocks follow, then a shorter last block when `block_n`
+        does not divide the keys. A finite -1e30 bias keeps an all-invalid block harmless."""
+        h, d, keys, scale, bn, bh = self._names(c)
+        q, m, l, acc, kv, bias, s, m_new, p, alpha = (c.local(x) for x in (
+            "q", "m", "l", "acc", "kv", "bias", "s", "m_new", "p", "alpha"))
         key0 = c.let("key0", f"t * {keys}", "this token's first gathered row")
+        if c.phase == "partial":  # this piece's keys: [first, first + count)
+            first = c.let("first", f"ks * {c.stride('ks')}", "this piece's first key")
+            n_keys, count = c.tile_value("ks"), c.tile("ks")
+        else:
+            first, n_keys, count = "0", c.type("kv").shape[1].value, keys
+
+        def at(n0: str) -> str:
+            return n0 if first == "0" else (first if n0 == "0" else f"{first} + {n0}")
 
         def scores(n0: str, size: str) -> list[str]:
-            rows = f"{key0} + {n0} : {key0} + {n0} + {size}" if n0 != "0" else f"{key0} : {key0} + {size}"
-            cols = f"{n0} : {n0} + {size}" if n0 != "0" else f"0:{size}"
+            k0 = at(n0)
+            rows = f"{key0} + {k0} : {key0} + {k0} + {size}" if k0 != "0" else f"{key0} : {key0} + {size}"
+            cols = f"{k0} : {k0} + {size}" if k0 != "0" else f"0:{size}"
             return [
                 f"{kv} = {c.src('kv')}[{rows}, 0:{d}]",
                 f"{bias} = pl.cast({c.src('valid')}[t : t + 1, {cols}], target_type=pl.FP32)",
@@ -149,31 +268,48 @@ class SparseAttention(Op):
                 f"{m} = {m_new}",
             ]
 
-        # Key blocks of `block_n`: the first starts the running max, sum and output (PyPTO lays a
-        # `pl.full([M, 1])` column out row-major, which its vector ops cannot mix with the col-major
-        # columns of row reductions); whole blocks follow, then a shorter last block when `block_n`
-        # does not divide the keys. A finite -1e30 bias keeps an all-invalid block harmless.
-        n_keys, block = c.type("kv").shape[1].value, c.size("block_n")
-        first = bn if n_keys >= block else keys
+        block = c.size("block_n")
         tail = n_keys % block if n_keys > block else 0
         lines = [f"{q} = {c.src('q')}[{row} : {row} + {bh}, 0:{d}]",
-                 "# the first key block starts the running max, sum and output"] + scores("0", first) + [
+                 "# the first key block starts the running max, sum and output"] + \
+            scores("0", bn if n_keys >= block else count) + [
             f"{m} = pl.row_max({s})",
             f"{p} = pl.exp(pl.row_expand_sub({s}, {m}))",
             f"{l} = pl.row_sum({p})",
             f"{acc} = {pv}",
         ]
         if n_keys >= 2 * block:
-            end = keys if not tail else f"{keys} // {bn} * {bn}"
+            end = count if not tail else f"{count} // {bn} * {bn}"
             lines += [f"for n0 in pl.range({bn}, {end}, {bn}):"] + ["    " + line for line in step("n0", bn)]
         if tail:
-            size = c.const("KEY_TAIL", tail, f"{c.type('kv').shape[1].text} % {block}: the last key block")
-            lines += ["# the last, shorter key block"] + step(f"({keys} - {size})", size)
-        return lines + [
-            f"{sink} = pl.reshape({c.src('sink')}[0:1, {head0} : {head0} + {bh}], [{bh}, 1])",
-            f"{den} = pl.add({l}, pl.exp(pl.sub({sink}, {m})))",
-            f"{c.dst('o')}[{row} : {row} + {bh}, 0:{d}] = {c.cast(f'pl.row_expand_div({acc}, {den})', 'o')}",
-        ]
+            size = c.const("KEY_TAIL", tail, f"{n_keys} % {block}: the last key block")
+            lines += ["# the last, shorter key block"] + step(f"({count} - {size})", size)
+        return lines
+
+    def _pypto_merge(self, c, head0: str, cols: str) -> list[str]:
+        """The pieces of the split keys merged in ascending order (the first starts the merge)."""
+        h, d, t_dim = c.dim("q", 1), c.dim("q", 2), c.dim("q", 0)
+        bh = c.tile("hb")
+        m, l, acc, m_s, l_s, acc_s, m_new, alpha, beta = (c.local(x) for x in (
+            "m", "l", "acc", "m_s", "l_s", "acc_s", "m_new", "alpha", "beta"))
+        pieces = c.const("SPLITS", c.stage.tiles["split_keys"].pieces, "pieces of the split keys")
+
+        def piece(suffix_m: str, suffix_l: str, suffix_acc: str, part: str) -> list[str]:
+            return [
+                f"{suffix_m} = pl.reshape({c.private('part_m')}[{part} : {part} + 1, {head0} : {head0} + {bh}], [{bh}, 1])",
+                f"{suffix_l} = pl.reshape({c.private('part_l')}[{part} : {part} + 1, {head0} : {head0} + {bh}], [{bh}, 1])",
+                f"{suffix_acc} = {c.private('part_acc')}[({part}) * {h} + {head0} : ({part}) * {h} + {head0} + {bh}, {cols}]",
+            ]
+
+        return ["# the first piece of the split keys starts the merge", *piece(m, l, acc, "t"),
+                f"for ks in pl.range(1, {pieces}):"] + ["    " + line for line in piece(m_s, l_s, acc_s, f"ks * {t_dim} + t") + [
+            f"{m_new} = pl.maximum({m}, {m_s})",
+            f"{alpha} = pl.exp(pl.sub({m}, {m_new}))",
+            f"{beta} = pl.exp(pl.sub({m_s}, {m_new}))",
+            f"{l} = pl.add(pl.mul({l}, {alpha}), pl.mul({l_s}, {beta}))",
+            f"{acc} = pl.add(pl.row_expand_mul({acc}, {alpha}), pl.row_expand_mul({acc_s}, {beta}))",
+            f"{m} = {m_new}",
+        ]]
 
 
 OP = SparseAttention()

@@ -37,6 +37,21 @@ def test_every_op_verifies_at_odd_extents(composed, sizes, backend):
     assert {c.stage for c in report.stages} == set(composed.typed(sizes)[0].stages)
 
 
+@pytest.mark.parametrize("backend", ["triton", "pypto"])
+@pytest.mark.parametrize("sizes", ["small", "d192"])
+def test_attention_split_across_programs_verifies(sizes, backend):
+    """Keys split into pieces (the last one short) and combined, head dim combined in tiles (the
+    last one short at D = 192)."""
+    kernel = builder.load(ODD)["composed_split"]
+    sched = kernel.typed(sizes)[1]
+    partial, combine = (b for b in sched.blocks if b.phase)
+    assert (partial.phase.name, combine.phase.name) == ("partial", "combine")
+    assert partial.domain[-1].trips == 4 and partial.domain[-1].tail == 4
+    assert combine.domain[-1].tile == 128 and combine.domain[-1].tail == (64 if sizes == "d192" else 0)
+    report = kernel.verify(backend, sizes)
+    assert report.ok, "\n".join(describe(report, str(ODD)))
+
+
 def test_extents_really_are_odd(composed):
     for sizes in ("small", "d192", "tiny"):
         tg, sched = composed.typed(sizes)

@@ -93,17 +93,31 @@ def parse_dot(text: str) -> dict:
 
 # --- DOT -------------------------------------------------------------------------------------------------
 
+def _node(st, b, sched) -> str:
+    """A stage's node in block `b`: its id, or `ID:PHASE` for a phase before its last block."""
+    return f"stage:{st.id}" if b.phase is None or sched.block_of(st.id) is b else f"stage:{st.id}:{b.phase.name}"
+
+
 def test_dot_one_cluster_per_loop_block_and_every_edge_labelled(lib):
+    split_seen = False
     for name, size, (tg, sched) in all_views(lib):
         d = parse_dot(render([(tg, sched)], "dot"))
         assert set(d["clusters"]) == {f"cluster_block:{b.name}" for b in sched.blocks}, name
         for b in sched.blocks:
-            assert d["clusters"][f"cluster_block:{b.name}"] == [f"stage:{s.id}" for s in b.stages]
-        assert set(d["nodes"]) == set(tg.graph.nodes), name  # inputs, stages and outputs are distinct nodes
+            assert d["clusters"][f"cluster_block:{b.name}"] == [_node(s, b, sched) for s in b.stages]
+        phase_nodes = {_node(s, b, sched) for b in sched.blocks for s in b.stages} - set(tg.graph.nodes)
+        split_seen |= bool(phase_nodes)
+        assert set(d["nodes"]) == set(tg.graph.nodes) | phase_nodes, name  # inputs, stages, outputs: distinct
         for n, info in d["nodes"].items():
             assert (info["cluster"] is not None) == n.startswith("stage:")
-        wanted = [(f"input:{r}" if tg.producer(r) is None else f"stage:{tg.producer(r)}", f"stage:{st.id}", r,
-                   st.in_types[p]) for st in tg.stages.values() for p, r in st.inputs.items()]
+        wanted = []
+        for b in sched.blocks:
+            for st in b.stages:
+                ports = b.phase.reads if b.phase else tuple(st.inputs)
+                wanted += [(f"input:{r}" if tg.producer(r) is None else f"stage:{tg.producer(r)}", _node(st, b, sched),
+                            r, st.in_types[p]) for p in ports for r in [st.inputs[p]]]
+                wanted += [(f"stage:{st.id}:{sched.blocks[b.index - 1].phase.name}", _node(st, b, sched),
+                            st.private_ref(n), st.private[n]) for n in (b.phase.private_reads if b.phase else ())]
         wanted += [(f"stage:{tg.producer(r)}", f"output:{o}", r, tg.types[r]) for o, r in tg.outputs.items()]
         assert sorted((s, t) for s, t, _ in d["edges"]) == sorted((s, t) for s, t, _, _ in wanted)
         crossing = set(sched.crossing)
@@ -118,10 +132,13 @@ def test_dot_one_cluster_per_loop_block_and_every_edge_labelled(lib):
             if t.layout is not None:
                 assert t.layout.value in label
             producer_block = sched.block_of(ref.split(".")[0]).index if "." in ref else None
-            consumer_block = sched.block_of(dst.split(":")[1]).index if dst.startswith("stage:") else None
-            is_buffer = ref in crossing and producer_block is not None and producer_block != consumer_block
+            consumer_block = d["nodes"][dst]["cluster"] if dst.startswith("stage:") else None
+            is_private = "~" in ref  # handed between the phases of one stage: always a buffer
+            is_buffer = is_private or (ref in crossing and producer_block is not None
+                                       and f"cluster_block:{sched.blocks[producer_block].name}" != consumer_block)
             assert (attrs.get("style") == "bold") == is_buffer, f"{src} -> {dst}: buffer marking"
             assert ("buffer" in label) == is_buffer
+    assert split_seen, "no bundled kernel runs a stage as several loop blocks"
 
 
 def test_dot_stage_nodes_show_id_op_params_and_line(lib):
@@ -224,8 +241,9 @@ def test_mermaid_structure(lib):
         assert not text.startswith("```")
         m = parse_mermaid(text)
         assert m["subgraphs"] == [f"block_{b.name}" for b in sched.blocks]
-        assert m["nodes"] == {n.replace(":", "_") for n in tg.graph.nodes}
         model = models([(tg, sched)])[0]
+        assert m["nodes"] == {n.id.replace(":", "_") for n in model.nodes}
+        assert {n.replace(":", "_") for n in tg.graph.nodes} <= m["nodes"]
         assert [(s, d) for s, d, _, _ in m["edges"]] == [(e.src.replace(":", "_"), e.dst.replace(":", "_"))
                                                          for e in model.edges]
         for (_, _, arrow, label), e in zip(m["edges"], model.edges):

@@ -158,9 +158,12 @@ def test_a_block_over_the_shared_memory_limit_is_an_error_at_its_stage():
     assert any(line.rstrip().endswith("*") for line in report.text(fit))   # flagged in the table
 
 
-def test_findings_name_every_property_of_the_done_criteria(lib):
+def test_findings_name_every_property_of_the_done_criteria():
     """Spills are errors, CUDA-core dots and too few programs for a big block are warnings."""
-    tg, sched = lib[MAIN].typed("full")
+    text = Path("kernels.yaml").read_text().replace(
+        "in: {a: quant.q, a_scale: quant.dequant, w: wo_b, w_scale: wo_b_scale}",
+        "in: {a: quant.q, a_scale: quant.dequant, w: wo_b, w_scale: wo_b_scale}\n        params: {block_n: 256}", 1)
+    tg, sched = builder.load("kernels.yaml", text=text)[MAIN].typed("full")
     proj_b = next(b for b in sched.blocks if b.name == "proj_b")
     t = target("cuda:sm_90")
     cost = block_cost(proj_b)
@@ -173,7 +176,7 @@ def test_findings_name_every_property_of_the_done_criteria(lib):
     good = Resources(registers=32, shared=1024, warps=4, dots=1, tensor_core_dots=1)
     small = Cost(1_000_000, cost.flops)
     assert findings(proj_b, good, small, t) == []
-    assert tile_params(proj_b) == ["proj_b.block_n (default)", "proj_b.block_k (default)"]
+    assert tile_params(proj_b) == ["proj_b.block_n (256)", "proj_b.block_k (512, default)"]
 
 
 # ----------------------------------------------------------------------------- what gets compiled

@@ -2,12 +2,11 @@
 
     KB_FULL_TARGETS=1 python -m pytest -q -rxX tests/test_targets_full.py
 
-Skipped in the plain test run (it compiles for minutes). The first test holds today: every block of
+Skipped in the plain test run (it compiles every bundled kernel). The first test: every block of
 every kernel compiles for both targets and is reported with its resources, grid, floor and modelled
-time. The second states the done criteria of the schedule (zero spills, shared memory within the
+time. The second: the schedules fit and fill both targets (zero spills, shared memory within the
 limit, tensor cores on every tl.dot, at least one program per SM for every block moving 8 MB or
-more); it is expected to fail until the default tiles are retuned for real GPUs, and being `strict`
-it fails the run once they are, so that the marker is removed then.
+more), with the default tiles.
 """
 from __future__ import annotations
 
@@ -17,8 +16,7 @@ import os
 import pytest
 
 import builder
-from builder.aot.check import FILL_BYTES
-from builder.targets import target
+from builder.targets import FILL_BYTES, target
 from tests.spec_helpers import BUNDLED, run_build
 
 TARGETS = ("cuda:sm_90", "cuda:sm_80")
@@ -71,8 +69,6 @@ def _problems(report) -> list[str]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="default tiles and tile bodies are not yet tuned for real GPUs: part 2 of "
-                                       "the GPU issue (schedules that fit and fill the target) makes this pass")
 def test_full_size_kernels_fit_and_fill_both_targets(report):
     problems = _problems(report)
     assert not problems, "\n".join(problems)

@@ -10,28 +10,21 @@ from __future__ import annotations
 from ..diagnostics import Diagnostic
 from ..schedule import LoopBlock
 from ..sol import Cost, human
-from ..targets import Target
+from ..targets import FILL_BYTES, Target
 from .resources import Resources
 
-FILL_BYTES = 8_000_000   # blocks moving this much should occupy every SM
 RULES = ("gpu-resources", "gpu-underuse")
 
 
 def tile_params(block: LoopBlock) -> list[str]:
-    """`stage.param (value)` for every tile param of the block's stages; `default` when not set."""
-    out = []
-    for st in block.stages:
-        for name in type(st.params).model_fields:
-            if name.startswith("block_"):
-                value = getattr(st.params, name)
-                out.append(f"{st.id}.{name} ({'default' if value is None else value})")
-    return out
+    """`stage.param (value)` for every tile param of the block's stages, as chosen (`default` marked)."""
+    return [f"{st.id}.{t.param} ({t.value}{', default' if t.defaulted else ''})"
+            for st in block.stages for t in st.tiles.values()]
 
 
 def _stage(block: LoopBlock):
     """The stage a block's finding is reported at: the first with tile params, else the first."""
-    return next((st for st in block.stages if any(n.startswith("block_") for n in type(st.params).model_fields)),
-                block.stages[0])
+    return next((st for st in block.stages if st.tiles), block.stages[0])
 
 
 def findings(block: LoopBlock, res: Resources, cost: Cost, target: Target) -> list[Diagnostic]:

@@ -9,7 +9,7 @@ import builtins
 import os
 import textwrap
 
-from ..graph import TypedGraph
+from ..graph import PRIVATE, TypedGraph
 from ..schedule import Schedule
 from . import naming
 from .naming import NameTable
@@ -32,8 +32,9 @@ def header(tg: TypedGraph, backend: str) -> str:
 
 
 def default_var(ref: str) -> str:
-    """The preferred identifier of a tensor reference: `attn.o` -> `attn_o` (allocated per scope)."""
-    return ref.replace(".", "_")
+    """The preferred identifier of a tensor reference: `attn.o` -> `attn_o`, a stage's private
+    `attn.~part_m` -> `attn_part_m` (allocated per file, so these never meet a user name)."""
+    return ref.replace(".", "_").replace(PRIVATE, "")
 
 
 class FileContext:
@@ -69,13 +70,13 @@ class FileContext:
         """Constant holding the tile size of the block's domain axis."""
         preferred = f"{block.stages[0].id.upper()}_{axis.var.upper()}_TILE"
         default = f", {axis.source.param} default" if axis.source and axis.source.defaulted else ""
-        return self.const(("tile", block.index, axis.var), preferred, axis.tile,
+        return self.const(("tile", block.stages[0].id, axis.var), preferred, axis.tile,
                           f"{axis.extent.text} tile per {per}{default}")
 
     def tail(self, block, axis) -> str:
         """Constant holding the size of the block's last, partial tile of `axis`."""
         preferred = f"{block.stages[0].id.upper()}_{axis.var.upper()}_TAIL"
-        return self.const(("tail", block.index, axis.var), preferred, axis.tail,
+        return self.const(("tail", block.stages[0].id, axis.var), preferred, axis.tail,
                           f"{axis.extent.text} % {axis.tile}: the last tile")
 
     def add_tile_constants(self, block, per: str) -> None:
@@ -147,6 +148,7 @@ class BodyCtx:
         self.stage, self.block, self.tg = stage, block, tg
         self.p, self.dims = stage.params, tg.dims
         self.file, self.names = file, file.table
+        self.phase = block.phase.name if block.phase else ""  # for a stage run as several blocks
 
     def type(self, port: str):
         """Type of input `port`, else of output `port`."""

@@ -87,11 +87,20 @@ class PyptoCtx(BodyCtx):
         """This instance's tile size: the full tile, or the last, partial one (run as its own loop)."""
         return self._sizes.get(var_name) or self.stride(var_name)
 
+    def tile_value(self, var_name: str) -> int:
+        """The number `tile(var_name)` holds."""
+        axis = self.axis(var_name)
+        return axis.tail if var_name in self._sizes else axis.tile
+
     def src(self, port: str) -> str:
         return self._names.view(self.stage.inputs[port])
 
     def dst(self, port: str) -> str:
         return self._names.view(self.stage.ref(port))
+
+    def private(self, name: str) -> str:
+        """2-D view of the stage's private tensor `name` (handed between its phases)."""
+        return self._names.view(self.stage.private_ref(name))
 
     def scalar_src(self, port: str) -> str:
         """The input as declared (N-D), for `pl.read` of scalars."""

@@ -67,6 +67,10 @@ class TritonCtx(BodyCtx):
         """Pointer argument of output `port`."""
         return ptr(self.names, self.stage.ref(port))
 
+    def private(self, name: str) -> str:
+        """Pointer argument of the stage's private tensor `name` (handed between its phases)."""
+        return ptr(self.names, self.stage.private_ref(name))
+
     def helper(self, name: str) -> str:
         self._helpers.add(name)
         return name

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from .. import sol
+from ..graph import PRIVATE
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 MARKS = {ADDED: "+", REMOVED: "-", CHANGED: "~", None: " "}
@@ -69,6 +70,12 @@ class Node:
     @property
     def where(self) -> str:
         return f"{self.file}:{self.line}" if self.line else ""
+
+    def out_ref(self, port: str) -> str:
+        """The tensor a stage node's output `port` is: `ID.port`, or for the node of an earlier phase of
+        a stage run as several blocks (`stage:ID:PHASE`), its private `ID.~port`."""
+        _, stage, *phase = self.id.split(":")
+        return f"{stage}.{PRIVATE}{port}" if phase else f"{stage}.{port}"
 
 
 @dataclass
@@ -189,18 +196,27 @@ def si(value: float, unit: str) -> str:
 
 
 def from_view(tg, sched) -> KernelModel:
-    """Model of one kernel at one size set from its TypedGraph and Schedule."""
+    """Model of one kernel at one size set from its TypedGraph and Schedule. A stage that runs as
+    several loop blocks (phases) has a node in each: the last keeps the stage's id, the others are
+    `stage:ID:PHASE`, and the tensors the phases hand each other are edges between them."""
     spec = tg.spec
     crossing = set(sched.crossing)
-    block_id = {st.id: f"block:{b.name}" for b in sched.blocks for st in b.stages}
+    block_id = {st.id: f"block:{sched.block_of(st.id).name}" for st in tg.stages.values()}
+
+    def node_id(st, b) -> str:
+        return f"stage:{st.id}" if b.phase is None or sched.block_of(st.id) is b else f"stage:{st.id}:{b.phase.name}"
+
     nodes: list[Node] = []
     for name, t in tg.inputs.items():
         nodes.append(Node(f"input:{name}", "input", name, type=TypeInfo.of(t)))
     for b in sched.blocks:
         for st in b.stages:
-            nodes.append(Node(f"stage:{st.id}", "stage", st.id, op=st.op.name, params=st.op.key_params(st.params, st.tiles),
-                              file=st.loc.file, line=st.loc.line, block=block_id[st.id],
-                              outs=tuple((p, TypeInfo.of(t)) for p, t in st.out_types.items())))
+            last = node_id(st, b) == f"stage:{st.id}"
+            nodes.append(Node(node_id(st, b), "stage", st.id if last else f"{st.id} ({b.phase.name})", op=st.op.name,
+                              params=st.op.key_params(st.params, st.tiles), file=st.loc.file, line=st.loc.line,
+                              block=f"block:{b.name}",
+                              outs=tuple((p, TypeInfo.of(t)) for p, t in st.out_types.items()) if last else
+                              tuple((n, TypeInfo.of(st.private[n])) for n in b.phase.private_writes)))
     for name, ref in tg.outputs.items():
         nodes.append(Node(f"output:{name}", "output", name, type=TypeInfo.of(tg.types[ref]), ref=ref))
 
@@ -209,12 +225,20 @@ def from_view(tg, sched) -> KernelModel:
         return f"stage:{producer}" if producer else f"input:{ref}"
 
     edges: list[Edge] = []
+    writer: dict[str, str] = {}  # private tensor -> the phase node that writes it
     for b in sched.blocks:
         for st in b.stages:
-            for port, ref in st.inputs.items():
+            ports = b.phase.reads if b.phase else tuple(st.inputs)
+            for port in ports:
+                ref = st.inputs[port]
                 producer = tg.producer(ref)
-                cross = ref in crossing and producer is not None and block_id[producer] != block_id[st.id]
-                edges.append(Edge(source(ref), f"stage:{st.id}", ref, port, TypeInfo.of(st.in_types[port]), cross))
+                cross = ref in crossing and producer is not None and block_id[producer] != f"block:{b.name}"
+                edges.append(Edge(source(ref), node_id(st, b), ref, port, TypeInfo.of(st.in_types[port]), cross))
+            for name in b.phase.private_reads if b.phase else ():
+                ref = st.private_ref(name)
+                edges.append(Edge(writer[ref], node_id(st, b), ref, name, TypeInfo.of(st.private[name]), True))
+            for name in b.phase.private_writes if b.phase else ():
+                writer[st.private_ref(name)] = node_id(st, b)
     for name, ref in tg.outputs.items():
         edges.append(Edge(source(ref), f"output:{name}", ref, name, TypeInfo.of(tg.types[ref]),
                           tg.producer(ref) is not None))

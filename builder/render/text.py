@@ -109,7 +109,7 @@ def _stage(out: _Lines, m: KernelModel, b: Block, n: Node, gutter: str) -> None:
         out.add(f"{arrow} {e.port:<{width}}  {e.ref} {e.type.describe()}", e.status, gutter + "  ",
                 hang=width + 5, was=e.was)
     for port, t in n.outs:
-        ref = f"{n.name}.{port}"
+        ref = n.out_ref(port)
         edges = [e for e in m.edges if e.src == n.id and e.ref == ref]
         status, was = _tensor_status(n, edges, t)
         live = [e for e in edges if e.status != REMOVED or n.status == REMOVED]
