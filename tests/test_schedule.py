@@ -164,7 +164,8 @@ def test_fuse_rejects_a_consumer_that_reads_beyond_its_domain_point(bundled_yaml
     lib = builder.load("kernels.yaml", text=text, ops=ops)
     assert block_names(lib)[:3] == [["gather"], ["attn"], ["shift"]]
     # pointwise: extract reads its input only at its own domain point, so shift+extract may fuse
-    ok = builder.load("kernels.yaml", text=fused(text, "[[shift, extract]]"), ops=ops)
+    wide = text.replace("params: {rope: ROPE, layout: interleave}", "params: {rope: ROPE, layout: interleave, block_h: 16}", 1)
+    ok = builder.load("kernels.yaml", text=fused(wide, "[[shift, extract]]"), ops=ops)
     assert block_names(ok)[2] == ["shift", "extract"]
     # not pointwise: shift reads attn.o beyond the point, it needs all of attn done first
     bad = fused(text, "[[attn, shift]]")
