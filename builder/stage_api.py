@@ -5,7 +5,7 @@ domain, torch golden, per-backend tile bodies and cost. Nothing here knows a par
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict
@@ -208,7 +208,8 @@ class Axis:
     extent: Dim
     tile: int = 1
     parallel: bool = False
-    source: Optional[Tile] = None  # the tile param this axis is cut by
+    source: Optional[Tile] = field(default=None, compare=False)  # the tile param that cuts it (not part of
+                                                                 # the iteration space: fusion compares those)
 
     @staticmethod
     def tiled(var: str, tile: Tile, parallel: bool = True) -> "Axis":
