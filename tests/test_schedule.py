@@ -132,7 +132,7 @@ def test_illegal_fuse_is_diagnosed_at_its_group(bundled_yaml, groups, token, say
 
 def test_fuse_rejects_stages_with_different_tiles(bundled_yaml):
     """Same loops but another tile size is another iteration domain."""
-    text = edit(bundled_yaml, "params: {direction: inverse}", "params: {direction: inverse, block_h: 8}", after=MAIN)
+    text = edit(bundled_yaml, "params: {direction: inverse}", "params: {direction: inverse, block_h: 4}", after=MAIN)
     assert diagnostics(text) == []
     text = fused(text, "[[extract, rotate]]")
     diags = diagnostics(text)
