@@ -374,10 +374,21 @@ class Elementwise(Op):
         r0 = c.let("r0", f"rb * {c.stride('rb')}", "first row of this tile") if rank > 1 else "0"
         lines: list[str] = []
         local = {}
+
+        rows: dict[str, str] = {}
+
+        def first_row(code: str) -> str:
+            """`code` itself when it is a name or 0, else a local holding it (one per distinct sum)."""
+            if code.isidentifier() or code == "0":
+                return code
+            if code not in rows:
+                rows[code] = c.let(f"row{len(rows)}", code, "first view row of this tile")
+            return rows[code]
+
         for port, (va, vm, vn) in self._layout(c).items():
             t, view = c.type(port), c.src(port)
             lane_extent = t.shape[-1].value
-            row = _sum([f"a * {m_dim}" if va and vm else ("a" if va else ""), r0 if vm else ""])
+            row = first_row(_sum([f"a * {m_dim}" if va and vm else ("a" if va else ""), r0 if vm else ""]))
             if vn:  # the input's 2-D view holds lanes as ours: rows are (batch, row) as far as it runs along them
                 tile, shape = f"{view}[{_span(row, bm if vm else '1')}, {_span(n0, bn)}]", (vm or bm_size == 1, True)
             elif lane_extent == 1:  # one element per view row: a column
@@ -397,7 +408,7 @@ class Elementwise(Op):
             lines += _expand(name, shape, bm, bm_size, bn, bn_size)
             local[port] = name
         result = _ssa(program, local, _Pl(c), lines)
-        row = _sum([f"a * {m_dim}" if rank == 3 else "", r0 if rank > 1 else ""])
+        row = first_row(_sum([f"a * {m_dim}" if rank == 3 else "", r0 if rank > 1 else ""]))
         lines.append(f"{c.dst('y')}[{_span(row, bm)}, {_span(n0, bn)}] = {c.cast(result, 'y')}")
         return lines
 
