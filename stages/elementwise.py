@@ -165,6 +165,10 @@ def parse(text: str) -> tuple[Node, tuple[str, ...]]:
             if n.keywords or any(isinstance(a, ast.Starred) for a in n.args) or len(n.args) != FUNCTIONS[name]:
                 raise fail("bad-expr", f"`{ast.unparse(n)}`: {name}() takes {FUNCTIONS[name]} plain argument(s)")
             return _make(name, [node(a) for a in n.args])
+        if isinstance(n, (ast.BinOp, ast.UnaryOp)):
+            symbol = {ast.Pow: "**", ast.FloorDiv: "//", ast.Mod: "%", ast.MatMult: "@", ast.Not: "not",
+                      ast.Invert: "~"}.get(type(n.op), type(n.op).__name__)
+            raise fail("bad-expr", f"`{text}` uses the operator `{symbol}`")
         raise fail("bad-expr", f"`{text}` uses `{ast.unparse(n)}`")
 
     def _make(kind: str, args: list[Node]) -> Node:
