@@ -21,7 +21,8 @@ from stages.elementwise import parse
 from tests.spec_helpers import diagnostics, edit, position
 
 GENERAL = Path(__file__).parent / "kernels" / "general_ops.yaml"
-KERNELS = ["norms", "elementwise_ops", "broadcast_edges", "matmuls", "causal_masks", "qkv_like", "expert_like"]
+KERNELS = ["norms", "elementwise_ops", "broadcast_edges", "matmuls", "causal_masks", "qkv_like", "mtp_like",
+           "expert_like"]
 SIZES = ["small", "odd", "tiny"]
 
 
