@@ -150,6 +150,7 @@ class _GraphBuilder:
         self.broken: set[str] = set()
         self.input_types: dict[str, TensorType] = {}
         self.parsed: dict[str, tuple[Op, Any]] = {}     # stage id -> (op, validated params)
+        self.ports: dict[str, Mapping[str, str]] = {}   # stage id -> its op's input ports for its params
         self.producers: dict[str, str] = {}             # `stage.port` -> stage id
         self.outputs: dict[str, str] = {}
         self.available: dict[str, TensorType] = {}      # every tensor reference typed so far
@@ -212,22 +213,29 @@ class _GraphBuilder:
                                   op.Params)
                 self.broken.add(sid)
                 continue
+            try:
+                self.ports[sid] = op.ports(params)
+            except StageError as e:
+                self.sink.error(e.rule, f"stage `{sid}` ({op.name}): {e}",
+                                self.where(("stages", sid, "params") + ((e.param,) if e.param else ()), False), e.hint)
+                self.broken.add(sid)
+                continue
             self.parsed[sid] = (op, params)
             self.g.add_node(f"stage:{sid}", kind="stage", name=sid)
         self.producers = {f"{sid}.{port}": sid for sid, (op, _) in self.parsed.items() for port in op.outputs}
 
     def wire_stages(self) -> None:
         for sid, (op, _) in self.parsed.items():
-            st = self.spec.stages[sid]
-            for port in op.inputs:
-                if port not in st.inputs:
+            st, ports = self.spec.stages[sid], self.ports[sid]
+            for port in ports:
+                if port not in st.inputs and port not in op.optional_inputs:
                     self.sink.error("missing-key", f"stage `{sid}` ({op.name}) does not wire input port `{port}`",
                                     self.where(("stages", sid, "in"), False), f"add `{port}: <tensor>` under `in:`")
             for port, ref in st.inputs.items():
-                if port not in op.inputs:
+                if port not in ports:
                     self.sink.error("unknown-key", f"op `{op.name}` has no input port `{port}`",
                                     self.where(("stages", sid, "in", port), True),
-                                    did_you_mean(port, op.inputs) or f"its ports: {', '.join(op.inputs)}")
+                                    did_you_mean(port, ports) or f"its ports: {', '.join(ports)}")
                 elif ref in self.input_types:
                     self.g.add_edge(f"input:{ref}", f"stage:{sid}", ref=ref, port=port)
                 elif ref in self.producers:
@@ -285,8 +293,9 @@ class _GraphBuilder:
     def infer_stage(self, sid: str, dims: Dims) -> None:
         op, params = self.parsed[sid]
         st = self.spec.stages[sid]
-        ins = {port: self.available.get(ref) for port, ref in st.inputs.items() if port in op.inputs}
-        if any(t is None for t in ins.values()) or set(ins) != set(op.inputs):
+        ports = self.ports[sid]
+        ins = {port: self.available.get(ref) for port, ref in st.inputs.items() if port in ports}
+        if any(t is None for t in ins.values()) or not set(ports) - op.optional_inputs <= set(ins):
             return  # an upstream error already explains this stage
         try:
             outs = op.infer(ins, params, dims)

@@ -199,6 +199,23 @@ class PlLanguage(types.ModuleType):
             raise Unsupported("pl.gather index out of range")
         return _pl(torch.gather(x, -1, index.long()))
 
+    def expands(self, target, scalar):
+        """A tile of `target`'s shape and dtype with every element `scalar` (`target` is not read)."""
+        self._incore_only("pl.expands")
+        if not isinstance(scalar, (int, float)) or isinstance(scalar, bool):
+            raise Unsupported(f"pl.expands of a {type(scalar).__name__}")
+        if not target.is_floating_point() and not isinstance(scalar, int):
+            raise Unsupported(f"pl.expands of {scalar!r} into a {_name(target.dtype)} tile")
+        return _pl(torch.full(tuple(target.shape), scalar, dtype=target.dtype))
+
+    def rsqrt(self, x, high_precision=False):
+        """1 / sqrt(x); `high_precision=True` (the tensor-level form) is taken to be correctly rounded:
+        computed in fp64 and rounded once, as pypto-lib's goldens model A5's high-precision path."""
+        self._incore_only("pl.rsqrt")
+        if x.dtype not in (torch.float16, torch.float32):
+            raise Unsupported(f"pl.rsqrt of a {_name(x.dtype)} tile (FP16 or FP32)")
+        return _pl(torch.rsqrt(x.double()).to(x.dtype) if high_precision else torch.rsqrt(x))
+
     def concat(self, a, b):
         self._incore_only("pl.concat")
         if a.dtype != b.dtype or a.shape[:-1] != b.shape[:-1]:

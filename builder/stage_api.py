@@ -256,6 +256,14 @@ class Op:
     Params: ClassVar[type[Params]] = Params
     # input ports whose tiles a fused consumer reads only at its own domain point
     pointwise_inputs: ClassVar[frozenset[str]] = frozenset()
+    # input ports a stage may leave unwired: its golden then gets no such argument and its tile bodies
+    # see no such port in `stage.inputs`
+    optional_inputs: ClassVar[frozenset[str]] = frozenset()
+
+    def ports(self, p: Any) -> Mapping[str, str]:
+        """The input ports (port -> meaning) of a stage with params `p`: `inputs`, unless the op's params
+        name its ports. Raises StageError (naming the param) when the params cannot give any."""
+        return self.inputs
 
     def infer(self, ins: Mapping[str, TensorType], p: Any, dims: Dims) -> dict[str, TensorType]:
         raise NotImplementedError

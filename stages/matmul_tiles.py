@@ -1,7 +1,8 @@
 """The K loop shared by the matmul stages: one output tile of `rows x block_n`, accumulated over K.
 
-`grouped_matmul` and `matmul_w8a8` differ only in where their rows start, their dtypes and their
-epilogue; the tiling, row padding and accumulation live here once per backend.
+`grouped_matmul`, `matmul_w8a8` and `matmul` differ only in where their rows start, their dtypes,
+their weight layout (`[N, K]` rows, or `[K, N]`) and their epilogue; the tiling, row padding, K
+slices and accumulation live here once per backend.
 """
 from __future__ import annotations
 
@@ -42,58 +43,103 @@ def _block_k(c) -> tuple[str, Tile]:
 
 
 def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, rows_dim: Dim, k_dim: str,
-                  dtype: DType) -> list[str]:
+                  dtype: DType, w_kn: bool = False, n_dim: str = "", split_k: int = 1) -> list[str]:
     """`acc[r, n] = sum_k a[a_row0 + r, k] * w[w_row0 + n, k]` for the program's rows `r < rows` and
     columns `n` (a tile of axis `nb`): fp32 accumulation for float inputs, int32 for int8. Columns
-    and depth past their extents are masked."""
+    and depth past their extents are masked.
+
+    `w_kn`: the weight is stored `[K, N]` (`n_dim` columns) and read as `w[k, w_row0 + n]`.
+    `split_k` > 1: K is cut into that many slices of `block_k`'s extent, each accumulated on its own
+    from zero and added to `acc` in ascending order."""
     pad = c.const("ROWS", dot_rows(rows_dim.value), f"{rows_dim.text} rows padded for tl.dot")
     bk, k_tile = _block_k(c)
     bn = c.tile("nb")
+    w_tile = "w.to(tl.float32)" if w_kn else "tl.trans(w.to(tl.float32))"
     if dtype is DType.int8:
-        acc_type, dot = "tl.int32", "tl.dot(a, tl.trans(w), out_dtype=tl.int32)"
+        acc_type, dot = "tl.int32", "tl.dot(a, w, out_dtype=tl.int32)" if w_kn else "tl.dot(a, tl.trans(w), out_dtype=tl.int32)"
     else:  # on tensor cores, exactly (stages/dots.py)
         acc_type = "tl.float32"
         exact = dtype is DType.bf16
-        _, dot = exact_dot("a.to(tl.float32)", "tl.trans(w.to(tl.float32))", exact, exact)
+        _, dot = exact_dot("a.to(tl.float32)", w_tile, exact, exact)
     a_rows = f"({a_row0} + r)" if a_row0 != "0" else "r"
     w_rows = f"({w_row0} + n)" if w_row0 != "0" else "n"
     columns = c.lanes("n", "nb")  # first: it defines the columns' mask
     depth = ["k_ok[None, :]"] if k_tile.tail else []
-    w_mask = " & ".join(filter(None, [c.mask("n", "k")] + depth))
-    return [f"r = tl.arange(0, {pad})", *columns, f"live = r < {rows}",
-            f"acc = tl.zeros([{pad}, {bn}], {acc_type})",
-            f"for k0 in range(0, {k_dim}, {bk}):",
+    if w_kn:
+        w_mask = " & ".join(filter(None, [c.mask("k", "n")] + ["k_ok[:, None]"] * bool(k_tile.tail)))
+        w_at = f"k[:, None] * {n_dim} + {w_rows}[None, :]"
+    else:
+        w_mask = " & ".join(filter(None, [c.mask("n", "k")] + depth))
+        w_at = f"{w_rows}[:, None] * {k_dim} + k[None, :]"
+    if split_k > 1:
+        slice_ = c.const("K_SLICE", k_tile.extent.value, f"{k_tile.extent.text}: the depth of one of the K slices")
+        start, end, into = "s * " + slice_, f"s * {slice_} + {slice_}", "part"
+    else:
+        start, end, into = "0", k_dim, "acc"
+    loop = [f"for k0 in range({start}, {end}, {bk}):",
             f"    k = k0 + tl.arange(0, {bk})",
-            ] + [f"    k_ok = k < {k_dim}"] * bool(k_tile.tail) + [
+            ] + [f"    k_ok = k < {end}"] * bool(k_tile.tail) + [
             f"    a = tl.load({a} + {a_rows}[:, None] * {k_dim} + k[None, :], "
             f"mask={' & '.join(['live[:, None]'] + depth)}, other=0)",
-            f"    w = tl.load({w} + {w_rows}[:, None] * {k_dim} + k[None, :]"
-            + (f", mask={w_mask}, other=0)" if w_mask else ")"),
-            f"    acc += {dot}",
+            f"    w = tl.load({w} + {w_at}" + (f", mask={w_mask}, other=0)" if w_mask else ")"),
+            f"    {into} += {dot}",
     ]
+    head = [f"r = tl.arange(0, {pad})", *columns, f"live = r < {rows}", f"acc = tl.zeros([{pad}, {bn}], {acc_type})"]
+    if split_k > 1:
+        split = c.const("SPLIT_K", split_k, "K slices, each summed on its own, added in ascending order")
+        return head + [f"for s in range(0, {split}):", f"    part = tl.zeros([{pad}, {bn}], {acc_type})"] + [
+            "    " + line for line in loop] + ["    acc += part"]
+    return head + loop
 
 
 def pypto_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, rows_dim: Dim, k_dim: str,
-                 dtype: DType, acc: str) -> list[str]:
+                 dtype: DType, acc: str, w_kn: bool = False, split_k: int = 1) -> list[str]:
     """The same product as `pl.matmul` + `pl.matmul_acc` steps over K into the local `acc`; here
-    `w_row0` is the first weight row of this tile (Triton's `n` already carries the tile offset). A
-    depth that `block_k` does not divide ends with a shorter step."""
-    bk, k_tile = _block_k(c)
+    `w_row0` is the first weight row of this tile (Triton's `n` already carries the tile offset) or,
+    with `w_kn`, its first weight column. A depth that `block_k` does not divide ends with a shorter
+    step. With `split_k` > 1, each K slice is its own such product (into a local `part`), added to
+    `acc` in ascending order."""
+    if split_k == 1:
+        return _pypto_k_range(c, a=a, a_row0=a_row0, w=w, w_row0=w_row0, rows=rows, k_dim=k_dim, dtype=dtype,
+                              acc=acc, w_kn=w_kn, base="0", end=k_dim, depth=k_dim)
+    k_tile = c.stage.tiles["block_k"]
+    slice_ = c.const("K_SLICE", k_tile.extent.value, f"{k_tile.extent.text}: the depth of one of the K slices")
+    split = c.const("SPLIT_K", split_k, "K slices, each summed on its own, added in ascending order")
+    part, ks, s = c.local("part"), c.local("ks"), c.local("s")
+    args = dict(a=a, a_row0=a_row0, w=w, w_row0=w_row0, rows=rows, k_dim=k_dim, dtype=dtype, w_kn=w_kn)
+    lines = _pypto_k_range(c, acc=acc, base="0", end=slice_, depth=slice_, **args)
+    lines += [f"for {s} in pl.range(1, {split}):", f"    {ks} = {s} * {slice_}"]
+    lines += ["    " + line for line in _pypto_k_range(c, acc=part, base=ks, end=f"{ks} + {slice_}", depth=slice_,
+                                                          **args)]
+    return lines + [f"    {acc} = pl.add({acc}, {part})"]
+
+
+def _pypto_k_range(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, k_dim: str, dtype: DType, acc: str,
+                   w_kn: bool, base: str, end: str, depth: str) -> list[str]:
+    """`acc` = the product over depth `base` to `end` = `base + depth` (the extent of `block_k`'s tile)."""
+    k_tile = c.stage.tiles["block_k"]
+    bk = _block_k(c)[0] if k_tile.extent.value >= k_tile.size else ""  # a depth under one step needs no constant
     bn = c.tile("nb")
     out = "pl.INT32" if dtype is DType.int8 else "pl.FP32"
     a_tile = lambda k0, k1: (f"{a}[{a_row0} : {a_row0} + {rows}, {k0} : {k1}]" if a_row0 != "0"
                              else f"{a}[0:{rows}, {k0} : {k1}]")
-    w_tile = lambda k0, k1: f"{w}[{w_row0} : {w_row0} + {bn}, {k0} : {k1}]"
-    depth, size = k_tile.extent.value, k_tile.size
-    first = bk if depth >= size else k_dim
-    lines = [f"{acc} = pl.matmul({a_tile(0, first)}, {w_tile(0, first)}, b_trans=True, out_dtype={out})"]
-    if depth >= 2 * size:
-        end = k_dim if not k_tile.tail else f"{k_dim} // {bk} * {bk}"
-        lines += [f"for k0 in pl.range({bk}, {end}, {bk}):",
-                  f"    {acc} = pl.matmul_acc({acc}, {a_tile('k0', f'k0 + {bk}')}, {w_tile('k0', f'k0 + {bk}')}, "
-                  "b_trans=True)"]
-    if k_tile.tail and depth > size:
+    if w_kn:
+        w_tile = lambda k0, k1: f"{w}[{k0} : {k1}, {w_row0} : {w_row0} + {bn}]"
+        trans = ""
+    else:
+        w_tile = lambda k0, k1: f"{w}[{w_row0} : {w_row0} + {bn}, {k0} : {k1}]"
+        trans = ", b_trans=True"
+    plus = lambda x: x if base == "0" else f"{base} + {x}"
+    extent, size = k_tile.extent.value, k_tile.size
+    first = plus(bk) if extent >= size else end
+    lines = [f"{acc} = pl.matmul({a_tile(base, first)}, {w_tile(base, first)}{trans}, out_dtype={out})"]
+    if extent >= 2 * size:
+        whole = end if not k_tile.tail else plus(f"{depth} // {bk} * {bk}")
+        lines += [f"for k0 in pl.range({plus(bk)}, {whole}, {bk}):",
+                  f"    {acc} = pl.matmul_acc({acc}, {a_tile('k0', f'k0 + {bk}')}, {w_tile('k0', f'k0 + {bk}')}"
+                  f"{trans})"]
+    if k_tile.tail and extent > size:
         tail = c.const("K_TAIL", k_tile.tail, f"{k_tile.extent.text} % {size}: the last reduction step")
-        k0 = f"{k_dim} - {tail}"
-        lines.append(f"{acc} = pl.matmul_acc({acc}, {a_tile(k0, k_dim)}, {w_tile(k0, k_dim)}, b_trans=True)")
+        k0 = f"{end} - {tail}"
+        lines.append(f"{acc} = pl.matmul_acc({acc}, {a_tile(k0, end)}, {w_tile(k0, end)}{trans})")
     return lines
