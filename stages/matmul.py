@@ -77,7 +77,8 @@ class Matmul(Op):
     def tiles(self, ins, p, dims):
         x, w = ins["x"], ins["w"]
         k = x.shape[1] if p.split_k == 1 else dims.dim(expr.quotient(x.shape[1].text, p.split_k))
-        return matmul_tiles(p, w.shape[1 if p.weight_layout == "kn" else 0], k, *DEFAULT_TILES)
+        moved = sum(t.nbytes for t in ins.values())
+        return matmul_tiles(p, w.shape[1 if p.weight_layout == "kn" else 0], k, *DEFAULT_TILES, programs=1, moved=moved)
 
     def domain(self, ins, p, dims):
         return (Axis.tiled("nb", self.tiles(ins, p, dims)["block_n"]),)
