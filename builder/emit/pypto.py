@@ -221,9 +221,9 @@ def _kernel(tg: TypedGraph, sched: Schedule, file: FileContext, names: Names) ->
 def _golden(tg: TypedGraph, file: FileContext) -> tuple[str, str]:
     fns = []
     for st in tg.stages.values():
-        src = inspect.getsource(type(st.op).golden_fn)
+        src = inspect.getsource(type(st.op).golden_fn).rstrip()
         if src not in fns:
-            fns.append(src.rstrip())
+            fns.append(src)
     result = {sid: file.table.claim(("golden", sid), sid) for sid in tg.stages}
 
     def value_of(ref: str) -> str:
