@@ -38,6 +38,10 @@ def prepare_triton() -> None:
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        from . import triton_interpreter
+
+        triton_interpreter.install()
 
 
 def run_emitted(source: str, backend: str, tg, inputs: Mapping) -> dict:

@@ -1,0 +1,78 @@
+"""The interpreter speed-ups in builder/triton_interpreter.py change no result."""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from builder.runtime import prepare_triton  # noqa: E402
+
+prepare_triton()  # before triton is imported: it picks the interpreter at import time
+pytest.importorskip("triton")
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+import torch  # noqa: E402
+from triton.runtime import interpreter  # noqa: E402
+
+pytestmark = pytest.mark.skipif(interpreter._convert_float.__name__ != "_convert_float"
+                                or not hasattr(interpreter._convert_float, "__wrapped__"),
+                                reason="runs where the interpreter speed-ups are installed")
+
+
+def _both(data, src, dst):
+    fast = interpreter._convert_float
+    return fast.__wrapped__(data, src, dst, None), fast(data, src, dst, None)
+
+
+def test_bf16_to_fp32_matches_the_emulation_for_every_pattern():
+    patterns = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    normal = patterns[(patterns & 0x7F80) != 0]  # the shift path (a subnormal sends the array to the emulation)
+    for data in (normal, patterns, normal.reshape(2, -1), patterns[5:6].reshape(())):
+        slow, fast = _both(data, tl.bfloat16, tl.float32)
+        assert slow.dtype == fast.dtype and slow.shape == fast.shape
+        np.testing.assert_array_equal(slow, fast)
+
+
+def test_fp32_to_bf16_truncation_matches_the_emulation():
+    rng = np.random.default_rng(0)
+    specials = [0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0x00800000, 0x7F7FFFFF]
+    bits = np.concatenate([rng.integers(0, 1 << 32, size=1 << 20, dtype=np.uint64).astype(np.uint32),
+                           np.array(specials, np.uint32)])
+    normal = bits[(bits & 0x7F800000) != 0]
+    for data in (normal, bits, np.array([0x00000001, 0x00400000], np.uint32)):
+        slow, fast = _both(data.view(np.float32), tl.float32, tl.bfloat16)
+        assert slow.dtype == fast.dtype and slow.shape == fast.shape
+        np.testing.assert_array_equal(slow, fast)
+
+
+@triton.jit
+def _row_max_loop(x_ptr, out_ptr, R: tl.constexpr, C: tl.constexpr, STEPS: tl.constexpr):
+    r = tl.arange(0, R)
+    c = tl.arange(0, C)
+    best = tl.full([R], -1.0e30, tl.float32)
+    for step in range(STEPS):
+        x = tl.load(x_ptr + (step * R + r)[:, None] * C + c[None, :]).to(tl.float32)
+        best = tl.maximum(best, tl.max(x, axis=1) + tl.sum(x, axis=1) * 0.0)
+    tl.store(out_ptr + tl.program_id(0) * R + r, best.to(tl.bfloat16))
+
+
+def test_a_launch_scans_the_language_modules_a_bounded_number_of_times(monkeypatch):
+    scans = []
+    real = inspect.getmembers
+    monkeypatch.setattr(inspect, "getmembers", lambda *a, **k: scans.append(1) or real(*a, **k))
+    x = torch.randn(8 * 4, 16).to(torch.bfloat16)
+    out = torch.empty(3 * 4, dtype=torch.bfloat16)
+    _row_max_loop[(3,)](x, out, 4, 16, 8)
+    # 3 programs x 8 steps x 3 device-function calls would rescan 72+ times without the cache
+    assert len(scans) <= 16
+    want = x.float().reshape(8, 4, 16).amax(dim=2).amax(dim=0).to(torch.bfloat16)
+    torch.testing.assert_close(out.reshape(3, 4), want.expand(3, 4), rtol=0, atol=0)
+
+
+def test_integer_overflow_shadows_are_off():
+    # device_assert cannot fire in the interpreter, so the int64 shadow of every integer op was waste
+    assert interpreter.interpreter_builder.options.sanitize_overflow is False
