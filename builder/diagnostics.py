@@ -38,7 +38,8 @@ RULES = {
     "expr-too-complex": "a dim expression beyond the evaluator's bounds (length, operations, magnitude)",
     "tensor-too-large": "a tensor larger than the byte limit (`--max-bytes`)",
     "too-many-stages": "a kernel with more stages than the loader allows",
-    "gpu-resources": "a loop block compiled for a `--target` GPU does not compile, exceeds its shared memory, or spills",
+    "gpu-resources": "a loop block compiled for a `--target` GPU does not compile, exceeds its shared memory, "
+                     "or spills",
     "gpu-underuse": "a loop block compiled for a `--target` GPU leaves tensor cores or SMs idle (a warning)",
 }
 

@@ -302,7 +302,8 @@ class _GraphBuilder:
             return
         except ArithmeticError as e:  # e.g. a param of 0 that the op's shape rule divides by
             self.sink.error("bad-value", f"stage `{sid}` ({op.name}): its params make the shape rule fail ({e})",
-                            self.where(("stages", sid, "params"), False), "check the params for zero or negative values")
+                            self.where(("stages", sid, "params"), False),
+                            "check the params for zero or negative values")
             return
         for port, t in outs.items():
             self.available[f"{sid}.{port}"] = t

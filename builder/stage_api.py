@@ -160,8 +160,9 @@ def choose_tile(param: str, explicit: Optional[int], extent: Dim, preferred: int
     if explicit not in fits:
         why = "a power of two" if explicit & (explicit - 1) else f"between {fits[0]} and {fits[-1]}"
         raise StageError("bad-value", f"`{param}` = {explicit} cannot tile {extent.text} = {extent.value}: it must "
-                                      f"be {why}", hint=f"values that fit: {', '.join(map(str, fits))}; or leave "
-                                                        f"`{param}` out to get {choose_tile(param, None, extent, preferred, minimum).size}",
+                                      f"be {why}",
+                         hint=f"values that fit: {', '.join(map(str, fits))}; or leave `{param}` out to get "
+                              f"{choose_tile(param, None, extent, preferred, minimum).size}",
                          param=param)
     return Tile(param, explicit, extent, False)
 

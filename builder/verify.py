@@ -149,7 +149,7 @@ def verify(kernel, backend: str, sizes: str, seed: int = 0,
         report.seconds = time.perf_counter() - start
         return report
     say("comparing")
-    for name, ref in tg.outputs.items():
+    for name, _ref in tg.outputs.items():
         tol = tg.spec.outputs[name].tolerance or tg.spec.tolerance
         report.outputs[name] = compare(result[name], golden[name], tol)
     report.stages = check_blocks(tg, sched, result, inputs)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from builder.spec import DimExpr, Int
-from builder.stage_api import Op, Params, StageError, TensorType, expect
+from builder.spec import DimExpr
+from builder.stage_api import Op, StageError, TensorType, expect
 from stages.rope_extract import HeadTiles, head_domain, head_tiles
 
 
@@ -88,7 +88,8 @@ class Pack(Op):
             f"    {src} = t * {h} + {head}",
             f"    {row} = ({head} // {per_group}) * {t_dim} + t",
             f"    {col} = ({head} % {per_group}) * {d}",
-            f"    {c.dst('packed')}[{row} : {row} + 1, {col} : {col} + {nope}] = {c.src('x')}[{src} : {src} + 1, 0:{nope}]",
+            f"    {c.dst('packed')}[{row} : {row} + 1, {col} : {col} + {nope}] = "
+            f"{c.src('x')}[{src} : {src} + 1, 0:{nope}]",
             f"    {c.dst('packed')}[{row} : {row} + 1, {col} + {nope} : {col} + {d}] = "
             f"{c.src('rope')}[{src} : {src} + 1, 0:{rope}]",
         ]

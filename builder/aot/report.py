@@ -94,14 +94,14 @@ def text(r: TargetReport) -> list[str]:
         if res.error is not None:
             lines.append(f"    {name:<{width}}  does not compile ({res.compile_s:.2f} s)")
             continue
-        lines.append(f"    {name:<{width}}  {res.registers:>4}  {res.spill_stores:>7}  {res.shared:>7}  {res.warps:>5}  "
-                     f"{b.block.programs:>8}  {p.occupancy.programs_per_sm:>6}  {b.tensor_cores:<12}  "
+        lines.append(f"    {name:<{width}}  {res.registers:>4}  {res.spill_stores:>7}  {res.shared:>7}  "
+                     f"{res.warps:>5}  {b.block.programs:>8}  {p.occupancy.programs_per_sm:>6}  {b.tensor_cores:<12}  "
                      f"{res.compile_s:>9.2f}  {_us(b.floor_s):>8}  {_model(p):>8}")
     errors = sum(d.severity == "error" for d in r.diagnostics)
     warnings = len(r.diagnostics) - errors
-    lines.append(f"    predicted {_us(r.predicted_s)} us beside the floor of {_us(r.floor_s)} us on {r.target.device.name}"
-                 f" ({errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}; "
-                 f"compile {r.compile_s:.1f} s)")
+    lines.append(f"    predicted {_us(r.predicted_s)} us beside the floor of {_us(r.floor_s)} us on "
+                 f"{r.target.device.name} ({errors} error{'s' * (errors != 1)}, "
+                 f"{warnings} warning{'s' * (warnings != 1)}; compile {r.compile_s:.1f} s)")
     if not all(b.prediction.fits for b in r.blocks):
         lines.append("    * cannot launch as compiled (see the errors); modelled as if one program per SM fit")
     lines += textwrap.wrap(f"predicted = {ASSUMPTIONS}", 100, initial_indent="    ", subsequent_indent="      ")
@@ -145,4 +145,5 @@ def cluster_fit(b: BlockReport, target: Target) -> Fit:
     dots = f"tensor cores {b.tensor_cores}" if res.dots else "no dot"
     return Fit(target.name, (f"{target.sm}: {res.registers} regs, {spill}, smem {human(res.shared, 'B')}, "
                              f"{res.warps} warps x {b.block.programs} programs, {dots}",
-                             f"{target.sm}: model {_model(p)} us beside the floor {_us(b.floor_s)} us (not measured)"), data)
+                             f"{target.sm}: model {_model(p)} us beside the floor {_us(b.floor_s)} us "
+                             "(not measured)"), data)

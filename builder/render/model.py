@@ -198,8 +198,9 @@ def from_view(tg, sched) -> KernelModel:
         nodes.append(Node(f"input:{name}", "input", name, type=TypeInfo.of(t)))
     for b in sched.blocks:
         for st in b.stages:
-            nodes.append(Node(f"stage:{st.id}", "stage", st.id, op=st.op.name, params=st.op.key_params(st.params, st.tiles),
-                              file=st.loc.file, line=st.loc.line, block=block_id[st.id],
+            nodes.append(Node(f"stage:{st.id}", "stage", st.id, op=st.op.name,
+                              params=st.op.key_params(st.params, st.tiles), file=st.loc.file, line=st.loc.line,
+                              block=block_id[st.id],
                               outs=tuple((p, TypeInfo.of(t)) for p, t in st.out_types.items())))
     for name, ref in tg.outputs.items():
         nodes.append(Node(f"output:{name}", "output", name, type=TypeInfo.of(tg.types[ref]), ref=ref))
