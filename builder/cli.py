@@ -153,7 +153,8 @@ def run(argv: list[str] | None = None) -> int:
             print(f"build: error: {exc}; nothing was written", file=sys.stderr)
             return 2
     results, failed = [], False
-    fits, took, findings = {}, 0.0, {}
+    fits: dict = {}
+    took, findings = 0.0, {}
     if targets:
         from .aot import compile_kernels, report as target_report
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple
+from typing import Iterable, NamedTuple, Optional
 
 RULES = {
     "yaml-syntax": "the file is not valid YAML",
@@ -117,6 +117,8 @@ class Diagnostic:
 
 class SpecError(Exception):
     """Raised with every error diagnostic of a file at once."""
+
+    file: Optional[str] = None  # set where the file is known under another name (`build --graph --against`)
 
     def __init__(self, diagnostics: Iterable[Diagnostic]):
         self.diagnostics = sorted(diagnostics, key=lambda d: (d.loc, d.rule))

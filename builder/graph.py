@@ -104,10 +104,10 @@ def _check_init_recipes(spec: KernelSpec, dims: Dims, types: Mapping[str, Tensor
             recipes[name] = ([d.value for d in t.shape], RECIPES[recipe].model_validate(args or {}), 0)
         except ValidationError as exc:
             report_validation(exc, sink, lambda p, key, path=path: where(path + tuple(p), key), RECIPES[recipe])
-    for name, (shape, recipe, seed) in recipes.items():
+    for name, (shape, model, seed) in recipes.items():
         try:
-            recipe.check_rank(name, shape)
-            recipe.call(dims, shape, seed, recipes)
+            model.check_rank(name, shape)
+            model.call(dims, shape, seed, recipes)
         except expr.ExprError as e:
             sink.error(e.kind, f"input `{name}` init: {e}", where(("inputs", name, "init"), False))
         except ValueError as e:
@@ -141,7 +141,7 @@ class _GraphBuilder:
 
     def __init__(self, spec: KernelSpec, ops: Mapping[str, Op], sink: DiagnosticSink, where: Where):
         self.spec, self.ops, self.sink, self.where = spec, ops, sink, where
-        self.g = nx.DiGraph()
+        self.g: nx.DiGraph = nx.DiGraph()
         self.broken: set[str] = set()
         self.input_types: dict[str, TensorType] = {}
         self.parsed: dict[str, tuple[Op, Any]] = {}     # stage id -> (op, validated params)
@@ -280,8 +280,9 @@ class _GraphBuilder:
     def infer_stage(self, sid: str, dims: Dims) -> None:
         op, params = self.parsed[sid]
         st = self.spec.stages[sid]
-        ins = {port: self.available.get(ref) for port, ref in st.inputs.items() if port in op.inputs}
-        if any(t is None for t in ins.values()) or set(ins) != set(op.inputs):
+        ins = {port: self.available[ref] for port, ref in st.inputs.items()
+               if port in op.inputs and ref in self.available}
+        if set(ins) != set(op.inputs):
             return  # an upstream error already explains this stage
         try:
             outs = op.infer(ins, params, dims)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import AbstractSet, Any, Optional
 
 import yaml
 
@@ -144,7 +144,7 @@ class _Builder:
         else:
             table.setdefault(path, loc)
 
-    def _replay(self, entries: list, base: Path, skip: set = frozenset()) -> None:
+    def _replay(self, entries: list, base: Path, skip: AbstractSet = frozenset()) -> None:
         for kind, rel, loc in entries:
             if not (rel and rel[0] in skip):
                 self._note(kind, base + rel, loc)

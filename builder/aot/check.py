@@ -62,6 +62,6 @@ def findings(block: LoopBlock, res: Resources, cost: Cost, target: Target) -> li
         warn(f"{what}: {res.dots - res.tensor_core_dots} of {res.dots} tl.dot run on CUDA cores, not tensor cores",
              "tensor cores need bf16, fp16, int8 or tf32 operands (an fp32 dot with input_precision=\"ieee\" "
              "never uses them) and at least 16 rows, columns and depth")
-    if cost.bytes >= FILL_BYTES and block.programs < dev.sms:
+    if cost.bytes >= FILL_BYTES and block.programs < target.sms:
         warn(f"{what} moves {human(cost.bytes, 'B')} with {block.programs} programs; {dev.name} has {dev.sms} SMs")
     return out

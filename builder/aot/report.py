@@ -46,17 +46,21 @@ class TargetReport:
 
     @property
     def floor_s(self) -> Optional[float]:
-        parts = [b.floor_s for b in self.blocks]
-        return None if None in parts else sum(parts)
+        return _total([b.floor_s for b in self.blocks])
 
     @property
     def predicted_s(self) -> Optional[float]:
-        parts = [b.prediction.time_s for b in self.blocks]
-        return None if None in parts else sum(parts)
+        return _total([b.prediction.time_s for b in self.blocks])
 
     @property
     def compile_s(self) -> float:
         return sum(b.resources.compile_s for b in self.blocks)
+
+
+def _total(parts: list[Optional[float]]) -> Optional[float]:
+    """The sum, or None when any part is unknown."""
+    known = [p for p in parts if p is not None]
+    return sum(known) if len(known) == len(parts) else None
 
 
 def build(tg: TypedGraph, sched: Schedule, target: Target, resources: list[Resources]) -> TargetReport:
@@ -78,7 +82,7 @@ def _model(p: Prediction) -> str:
 
 def heading(target: Target) -> str:
     dev, arch = target.device, target.arch
-    return (f"target {target.name}: {dev.name}, {dev.sms} SMs, {human(dev.bandwidth, 'B/s')}, "
+    return (f"target {target.name}: {dev.name}, {target.sms} SMs, {human(target.bandwidth, 'B/s')}, "
             f"{arch.smem_per_block} B shared memory per program; Triton {version('triton')} ahead of time")
 
 

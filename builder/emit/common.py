@@ -83,7 +83,7 @@ class FileContext:
             if axis.tile != 1:
                 self.tile(block, axis, per)
 
-    def dim_constants(self, code: str) -> list[tuple[str, int, str]]:
+    def dim_constants(self, code: str) -> list[tuple[str, int | float, str]]:
         """(name, value, expression) of each kernel dim `code` uses, free dims first, then derived."""
         used = self.table.used(code)
         free = [(n, self.tg.dims[n], "") for n in self.tg.spec.sizes[self.tg.dims.size_set] if n in used]

@@ -225,7 +225,7 @@ def emit(tg: TypedGraph, sched: Schedule) -> str:
 
 def emit_with_interfaces(tg: TypedGraph, sched: Schedule) -> tuple[str, list[BlockInterface]]:
     """The module's source, and the interface of each of its block kernels."""
-    file, helpers = FileContext(tg), set()
+    file, helpers = FileContext(tg), set[str]()
     chunks = [_block_kernel(b, tg, file, helpers) for b in sched.blocks]
     interfaces = [BlockInterface(b.index, file.table.show(_kernel_name(b, file)),
                                  tuple((file.table.show(ptr(file.table, r)), r) for r in block_refs(b)))
