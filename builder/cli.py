@@ -16,6 +16,7 @@ import traceback
 from .diagnostics import SpecError
 from .emit import BACKENDS
 from .files import OutputError, write_set
+from .stagefault import StageFault
 from .targets import TARGETS, target
 
 MAX_SEED = 2**31 - 1
@@ -53,7 +54,7 @@ def _bytes(text: str) -> int:
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="build", description=__doc__.split("\n\n")[0],
                 epilog="Exit status: 0 ok, 1 a numerical check failed or a --target block does not fit, "
-                       "2 invalid spec or usage.")
+                       "2 invalid spec or usage, 3 an internal error (a bug; its traceback is printed).")
     p.add_argument("--file", default="kernels.yaml", help="kernel library to read (default: ./kernels.yaml)")
     p.add_argument("--kernel", action="append", metavar="NAME", help="only this kernel (repeatable)")
     p.add_argument("--sizes", metavar="NAME", help="size set to emit and verify (default: each kernel's "
@@ -211,6 +212,11 @@ def main() -> None:
     except KeyboardInterrupt:
         print("build: interrupted", file=sys.stderr)
         status = 130
+    except StageFault as exc:  # a bug of an op: the op's traceback, then where in the spec it ran
+        cause = exc.__cause__ or exc
+        traceback.print_exception(type(cause), cause, cause.__traceback__)
+        print(exc.render(), file=sys.stderr)
+        status = 3
     except Exception:  # a bug of the tool, never of the input: keep the traceback, say so
         traceback.print_exc()
         print("build: internal error (exit 3): the traceback above is a bug of the tool, please report it",

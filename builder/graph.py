@@ -18,6 +18,7 @@ from .inits import RECIPES
 from .spec import KernelSpec, StageSpec
 from .specload import report_validation
 from .stage_api import Dims, Op, StageError, TensorType, Tile
+from .stagefault import in_stage
 
 Where = Callable[[tuple, bool], Location]
 
@@ -284,9 +285,11 @@ class _GraphBuilder:
                if port in op.inputs and ref in self.available}
         if set(ins) != set(op.inputs):
             return  # an upstream error already explains this stage
+        stage_loc = self.where(("stages", sid), True)
         try:
-            outs = op.infer(ins, params, dims)
-            tiles = op.tiles(ins, params, dims)  # explicit sizes checked, defaults chosen to fit
+            with in_stage(sid, op.name, stage_loc, "inferring its types and tiles", (StageError, expr.ExprError)):
+                outs = op.infer(ins, params, dims)
+                tiles = op.tiles(ins, params, dims)  # explicit sizes checked, defaults chosen to fit
         except StageError as e:
             if e.port is not None:
                 ref = st.inputs[e.port]
@@ -301,15 +304,9 @@ class _GraphBuilder:
         except expr.ExprError as e:
             self.sink.error(e.kind, f"stage `{sid}`: {e}", self.where(("stages", sid, "params"), False))
             return
-        except ArithmeticError as e:  # e.g. a param of 0 that the op's shape rule divides by
-            self.sink.error("bad-value", f"stage `{sid}` ({op.name}): its params make the shape rule fail ({e})",
-                            self.where(("stages", sid, "params"), False),
-                            "check the params for zero or negative values")
-            return
         for port, t in outs.items():
             self.available[f"{sid}.{port}"] = t
-        self.stages[sid] = Stage(sid, op, params, st, self.where(("stages", sid), True), dict(st.inputs), ins, outs,
-                                 tiles)
+        self.stages[sid] = Stage(sid, op, params, st, stage_loc, dict(st.inputs), ins, outs, tiles)
 
     def warn_unused(self) -> None:
         """Unused inputs and stages are warnings: the kernel still runs."""

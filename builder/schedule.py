@@ -11,6 +11,7 @@ from typing import Callable
 from .diagnostics import DiagnosticSink, Location
 from .graph import Stage, TypedGraph
 from .stage_api import Axis
+from .stagefault import in_stage
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,10 @@ class Schedule:
 def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, bool], Location]) -> Schedule | None:
     order = list(tg.stages)
     position = {sid: i for i, sid in enumerate(order)}
-    domains = {sid: st.op.domain(st.in_types, st.params, tg.dims) for sid, st in tg.stages.items()}
+    domains: dict[str, tuple[Axis, ...]] = {}
+    for sid, st in tg.stages.items():
+        with in_stage(sid, st.op.name, st.loc, "computing its iteration domain"):
+            domains[sid] = st.op.domain(st.in_types, st.params, tg.dims)
     group_of: dict[str, int] = {}
     errors_before = len(sink.errors)
     for gi, group in enumerate(tg.spec.fuse):

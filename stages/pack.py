@@ -43,6 +43,9 @@ class Pack(Op):
         if rope.shape[2].value > d.value:
             raise StageError("shape-mismatch", f"input `rope` has {rope.shape[2].value} lanes, more than "
                                                f"the {d.value} of `x`", "rope")
+        if groups.value < 1:
+            raise StageError("bad-value", f"`groups` = {groups.text} = {groups.value}; at least 1 group is needed",
+                             param="groups")
         if h.value % groups.value:
             raise StageError("bad-value", f"`groups` = {groups.text} = {groups.value} does not divide "
                                           f"{h.text} = {h.value} heads", param="groups")
