@@ -77,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
                         "no GPU needed) and report registers, spills, shared memory, warps, programs, tensor "
                         "cores, compile time and a modelled time beside the floor; with --graph, on the loop-block "
                         "clusters (repeatable)")
+    p.add_argument("--explain", nargs="?", const="", metavar="RULE",
+                   help="say what diagnostic rule RULE means, with a minimal failing example and the fix; "
+                        "without RULE, list every rule")
     p.add_argument("--jobs", type=int, metavar="N", help="processes compiling for --target at once (default: the "
                                                          "number of CPUs)")
     from .render import FORMATS as GRAPH_FORMATS
@@ -108,8 +111,24 @@ def _select(lib, names):
     return [lib[n] for n in dict.fromkeys(names)]
 
 
+def _explain(rule_id: str) -> int:
+    from . import explain
+
+    if not rule_id:
+        print(explain.listing(), end="")
+        return 0
+    try:
+        print(explain.explain(explain.lookup(rule_id)), end="")
+    except KeyError as exc:
+        print(f"build: error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.explain is not None:
+        return _explain(args.explain)
     graph_only = [flag for flag, v in (("--format", args.format), ("-o", args.output), ("--against", args.against),
                                        ("--against-kernel", args.against_kernel)) if v is not None]
     if graph_only and not args.graph:

@@ -119,6 +119,7 @@ CASES = {
                                                rule="expr-too-complex"),
     "--file /dev/zero": Hostile(file=lambda d: "/dev/zero", rule="not-a-file"),
     "--file a FIFO": Hostile(file=_fifo, rule="not-a-file"),
+    "--file a directory": Hostile(file=lambda d: str(d), rule="not-a-file"),
     "T = 10^8": Hostile(tiny("T: 2, H: 4", "T: 100000000, H: 4"), rule="tensor-too-large"),
     "T = 10^400": Hostile(tiny("T: 2, H: 4", "T: 1" + "0" * 400 + ", H: 4"), rule="bad-value"),
     "10^5 stages": Hostile(_many_stages(100_000), rule="too-many-stages"),

@@ -8,13 +8,14 @@ tile params (`block_*`) of the block's stages, the knobs that change all four.
 from __future__ import annotations
 
 from ..diagnostics import Diagnostic
+from ..rules import CATALOGUE
 from ..schedule import LoopBlock
 from ..sol import Cost, human
 from ..targets import Target
 from .resources import Resources
 
 FILL_BYTES = 8_000_000   # blocks moving this much should occupy every SM
-RULES = ("gpu-resources", "gpu-underuse")
+RULES = tuple(r.id for r in CATALOGUE if r.kind == "target")
 
 
 def tile_params(block: LoopBlock) -> list[str]:
