@@ -77,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
                         "no GPU needed) and report registers, spills, shared memory, warps, programs, tensor "
                         "cores, compile time and a modelled time beside the floor; with --graph, on the loop-block "
                         "clusters (repeatable)")
+    p.add_argument("--schema", nargs="?", const="-", metavar="FILE",
+                   help="write the JSON Schema of the spec language to FILE (default: stdout), for editors; "
+                        "kernels.schema.json is this file")
     p.add_argument("--explain", nargs="?", const="", metavar="RULE",
                    help="say what diagnostic rule RULE means, with a minimal failing example and the fix; "
                         "without RULE, list every rule")
@@ -111,6 +114,22 @@ def _select(lib, names):
     return [lib[n] for n in dict.fromkeys(names)]
 
 
+def _schema(path: str) -> int:
+    from .files import write_if_changed
+    from .schema import text
+
+    if path == "-":
+        print(text(), end="")
+        return 0
+    try:
+        changed = write_if_changed(path, text())
+    except OSError as exc:
+        print(f"build: error: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"{'wrote' if changed else 'unchanged'} {path}")
+    return 0
+
+
 def _explain(rule_id: str) -> int:
     from . import explain
 
@@ -129,6 +148,8 @@ def run(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.explain is not None:
         return _explain(args.explain)
+    if args.schema is not None:
+        return _schema(args.schema)
     graph_only = [flag for flag, v in (("--format", args.format), ("-o", args.output), ("--against", args.against),
                                        ("--against-kernel", args.against_kernel)) if v is not None]
     if graph_only and not args.graph:
