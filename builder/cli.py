@@ -20,6 +20,9 @@ from .stagefault import StageFault
 from .targets import TARGETS, target
 
 MAX_SEED = 2**31 - 1
+VERIFY_MODULES = ("torch", "triton", "numpy")   # the `verify` extra of pyproject.toml
+VERIFY_HINT = ("install the `verify` extra to enable it: pip install 'kernel-builder[verify]' "
+               "(in a checkout: pip install -e '.[verify]')")
 
 
 class UsageError(Exception):
@@ -99,6 +102,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _missing(modules) -> list[str]:
+    """Those of `modules` that are not installed (looked up without importing them)."""
+    import importlib.util
+
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
 def _progress(kernel: str, backend: str):
     if not sys.stderr.isatty():
         return None
@@ -157,6 +167,8 @@ def run(argv: list[str] | None = None) -> int:
     if args.jobs is not None and (not args.target or args.jobs < 1):
         parser().error("--jobs needs --target and a count of at least 1")
     targets = [target(name) for name in dict.fromkeys(args.target or [])]
+    if targets and _missing(("triton",)):
+        parser().error(f"--target compiles with triton, which is not installed; {VERIFY_HINT}")
     from . import load, sol
     from .library import DEFAULT_MAX_BYTES
 
@@ -193,6 +205,11 @@ def run(argv: list[str] | None = None) -> int:
         except OutputError as exc:
             print(f"build: error: {exc}; nothing was written", file=sys.stderr)
             return 2
+    verify = not args.no_verify
+    absent = _missing(VERIFY_MODULES) if verify else []
+    if absent:  # a light install: everything but the numerical checks
+        print(f"build: verification skipped ({', '.join(absent)} not installed); {VERIFY_HINT}", file=sys.stderr)
+        verify = False
     results, failed = [], False
     fits: dict = {}
     took, findings = 0.0, {}
@@ -213,7 +230,7 @@ def run(argv: list[str] | None = None) -> int:
                 path = f"{args.out_dir}/{paths[k.name, backend]}"
                 info["file"] = path
                 lines.append(f"  {backend}: {'wrote' if changed[paths[k.name, backend]] else 'unchanged'} {path}")
-            if not args.no_verify:
+            if verify:
                 from .verify import describe
 
                 report = k.verify(backend, args.sizes, args.seed, _progress(k.name, backend),
@@ -241,7 +258,8 @@ def run(argv: list[str] | None = None) -> int:
                   f"wall clock (a block whose code several kernels share is compiled once, and each of them "
                   f"shows that compile's time; compile times vary from run to run)")
     if args.json:
-        print(json.dumps({"status": "failed" if failed else "ok", "file": args.file, "kernels": results,
+        print(json.dumps({"status": "failed" if failed else "ok", "file": args.file,
+                          "verification": "ran" if verify else ("unavailable" if absent else "off"), "kernels": results,
                           **summary, "warnings": [w.as_json() for w in lib.warnings]}, indent=2))
     return 1 if failed else 0
 
