@@ -20,6 +20,7 @@ from .stagefault import StageFault
 from .targets import TARGETS, target
 
 MAX_SEED = 2**31 - 1
+JSON_SCHEMA = 1  # of the --json report (README, "The --json report"); raised when a field changes meaning
 VERIFY_MODULES = ("torch", "triton", "numpy")   # the `verify` extra of pyproject.toml
 VERIFY_HINT = ("install the `verify` extra to enable it: pip install 'kernel-builder[verify]' "
                "(in a checkout: pip install -e '.[verify]')")
@@ -54,10 +55,21 @@ def _bytes(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kernel-builder")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="build", description=__doc__.split("\n\n")[0],
                 epilog="Exit status: 0 ok, 1 a numerical check failed or a --target block does not fit, "
                        "2 invalid spec or usage, 3 an internal error (a bug; its traceback is printed).")
+    p.add_argument("--version", action="version", version=f"build (kernel-builder) {_version()}",
+                   help="print the version and exit")
     p.add_argument("--file", default="kernels.yaml", help="kernel library to read (default: ./kernels.yaml)")
     p.add_argument("--kernel", action="append", metavar="NAME", help="only this kernel (repeatable)")
     p.add_argument("--sizes", metavar="NAME", help="size set to emit and verify (default: each kernel's "
@@ -181,7 +193,8 @@ def run(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(exc.report(args.file), file=sys.stderr)
         if args.json:
-            print(json.dumps({"status": "invalid", "diagnostics": [d.as_json() for d in exc.diagnostics]}, indent=2))
+            print(json.dumps({"schema": JSON_SCHEMA, "status": "invalid",
+                              "diagnostics": [d.as_json() for d in exc.diagnostics]}, indent=2))
         return 2
     except UsageError as exc:
         print(f"build: error: {exc}", file=sys.stderr)
@@ -220,7 +233,7 @@ def run(argv: list[str] | None = None) -> int:
     for k in kernels:
         tg, sched = k.typed(args.sizes)
         entry = {"kernel": k.name, "line": k.spec.loc.line, "sizes": tg.dims.size_set,
-                 "stages": len(tg.stages), "loop_blocks": [b.name for b in sched.blocks],
+                 "stages": list(tg.stages), "loop_blocks": [b.name for b in sched.blocks],
                  "speed_of_light": sol.report(tg, sched), "backends": {}}
         lines = [f"{k.name} ({k.spec.loc.file}:{k.spec.loc.line}), sizes {tg.dims.size_set}: "
                  f"{len(tg.stages)} stages in {len(sched.blocks)} loop blocks", sol.summary(tg, sched)]
@@ -258,7 +271,7 @@ def run(argv: list[str] | None = None) -> int:
                   f"wall clock (a block whose code several kernels share is compiled once, and each of them "
                   f"shows that compile's time; compile times vary from run to run)")
     if args.json:
-        print(json.dumps({"status": "failed" if failed else "ok", "file": args.file,
+        print(json.dumps({"schema": JSON_SCHEMA, "status": "failed" if failed else "ok", "file": args.file,
                           "verification": "ran" if verify else ("unavailable" if absent else "off"), "kernels": results,
                           **summary, "warnings": [w.as_json() for w in lib.warnings]}, indent=2))
     return 1 if failed else 0

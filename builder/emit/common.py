@@ -21,7 +21,7 @@ WIDTH = 100
 def spec_label(file: str) -> str:
     """How generated files name their spec: relative to the current directory when it lies below it,
     else by its name alone (an author's absolute paths stay out of generated code)."""
-    rel = os.path.relpath(file) if os.path.isabs(file) else os.path.normpath(file)
+    rel = os.path.relpath(os.path.abspath(file))   # `../here/k.yaml` from `here` is `k.yaml`
     return os.path.basename(file) if rel.startswith("..") or os.path.isabs(rel) else rel
 
 
