@@ -92,3 +92,14 @@ def test_without_the_verify_extra_build_emits_renders_and_says_how_to_verify():
     report = json.loads(out[out.index("\n{\n") + 1:out.rindex("}") + 1])
     assert report["verification"] == "unavailable" and report["status"] == "ok"
     assert "--target compiles with triton, which is not installed" in proc.stderr
+
+
+def test_pre_commit_runs_what_ci_runs():
+    import yaml
+
+    hooks = {h["id"]: h for repo in yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"]
+             for h in repo["hooks"]}
+    ci = (REPO / ".ci/run").read_text().splitlines()
+    assert hooks["ruff"]["entry"].startswith(".venv/bin/ruff check") and ".venv/bin/ruff check ." in ci
+    assert hooks["mypy"]["entry"] == ".venv/bin/mypy" and ".venv/bin/mypy" in ci
+    assert hooks["mypy"]["pass_filenames"] is False      # one run over [tool.mypy] files, as in CI
