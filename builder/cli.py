@@ -16,9 +16,14 @@ import traceback
 from .diagnostics import SpecError
 from .emit import BACKENDS
 from .files import OutputError, write_set
+from .stagefault import StageFault
 from .targets import TARGETS, target
 
 MAX_SEED = 2**31 - 1
+JSON_SCHEMA = 1  # of the --json report (README, "The --json report"); raised when a field changes meaning
+VERIFY_MODULES = ("torch", "triton", "numpy")   # the `verify` extra of pyproject.toml
+VERIFY_HINT = ("install the `verify` extra to enable it: pip install 'kernel-builder[verify]' "
+               "(in a checkout: pip install -e '.[verify]')")
 
 
 class UsageError(Exception):
@@ -50,10 +55,21 @@ def _bytes(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kernel-builder")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="build", description=__doc__.split("\n\n")[0],
                 epilog="Exit status: 0 ok, 1 a numerical check failed or a --target block does not fit, "
-                       "2 invalid spec or usage.")
+                       "2 invalid spec or usage, 3 an internal error (a bug; its traceback is printed).")
+    p.add_argument("--version", action="version", version=f"build (kernel-builder) {_version()}",
+                   help="print the version and exit")
     p.add_argument("--file", default="kernels.yaml", help="kernel library to read (default: ./kernels.yaml)")
     p.add_argument("--kernel", action="append", metavar="NAME", help="only this kernel (repeatable)")
     p.add_argument("--sizes", metavar="NAME", help="size set to emit and verify (default: each kernel's "
@@ -76,6 +92,12 @@ def parser() -> argparse.ArgumentParser:
                         "no GPU needed) and report registers, spills, shared memory, warps, programs, tensor "
                         "cores, compile time and a modelled time beside the floor; with --graph, on the loop-block "
                         "clusters (repeatable)")
+    p.add_argument("--schema", nargs="?", const="-", metavar="FILE",
+                   help="write the JSON Schema of the spec language to FILE (default: stdout), for editors; "
+                        "kernels.schema.json is this file")
+    p.add_argument("--explain", nargs="?", const="", metavar="RULE",
+                   help="say what diagnostic rule RULE means, with a minimal failing example and the fix; "
+                        "without RULE, list every rule")
     p.add_argument("--jobs", type=int, metavar="N", help="processes compiling for --target at once (default: the "
                                                          "number of CPUs)")
     from .render import FORMATS as GRAPH_FORMATS
@@ -90,6 +112,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--against-kernel", metavar="NAME", help="compare the one --kernel with kernel NAME of OTHER "
                                                            "(default OTHER: the same file)")
     return p
+
+
+def _missing(modules) -> list[str]:
+    """Those of `modules` that are not installed (looked up without importing them)."""
+    import importlib.util
+
+    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 def _progress(kernel: str, backend: str):
@@ -107,8 +136,42 @@ def _select(lib, names):
     return [lib[n] for n in dict.fromkeys(names)]
 
 
+def _schema(path: str) -> int:
+    from .files import write_if_changed
+    from .schema import text
+
+    if path == "-":
+        print(text(), end="")
+        return 0
+    try:
+        changed = write_if_changed(path, text())
+    except OSError as exc:
+        print(f"build: error: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"{'wrote' if changed else 'unchanged'} {path}")
+    return 0
+
+
+def _explain(rule_id: str) -> int:
+    from . import explain
+
+    if not rule_id:
+        print(explain.listing(), end="")
+        return 0
+    try:
+        print(explain.explain(explain.lookup(rule_id)), end="")
+    except KeyError as exc:
+        print(f"build: error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.explain is not None:
+        return _explain(args.explain)
+    if args.schema is not None:
+        return _schema(args.schema)
     graph_only = [flag for flag, v in (("--format", args.format), ("-o", args.output), ("--against", args.against),
                                        ("--against-kernel", args.against_kernel)) if v is not None]
     if graph_only and not args.graph:
@@ -116,6 +179,8 @@ def run(argv: list[str] | None = None) -> int:
     if args.jobs is not None and (not args.target or args.jobs < 1):
         parser().error("--jobs needs --target and a count of at least 1")
     targets = [target(name) for name in dict.fromkeys(args.target or [])]
+    if targets and _missing(("triton",)):
+        parser().error(f"--target compiles with triton, which is not installed; {VERIFY_HINT}")
     from . import load, sol
     from .library import DEFAULT_MAX_BYTES
 
@@ -128,7 +193,8 @@ def run(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(exc.report(args.file), file=sys.stderr)
         if args.json:
-            print(json.dumps({"status": "invalid", "diagnostics": [d.as_json() for d in exc.diagnostics]}, indent=2))
+            print(json.dumps({"schema": JSON_SCHEMA, "status": "invalid",
+                              "diagnostics": [d.as_json() for d in exc.diagnostics]}, indent=2))
         return 2
     except UsageError as exc:
         print(f"build: error: {exc}", file=sys.stderr)
@@ -152,8 +218,14 @@ def run(argv: list[str] | None = None) -> int:
         except OutputError as exc:
             print(f"build: error: {exc}; nothing was written", file=sys.stderr)
             return 2
+    verify = not args.no_verify
+    absent = _missing(VERIFY_MODULES) if verify else []
+    if absent:  # a light install: everything but the numerical checks
+        print(f"build: verification skipped ({', '.join(absent)} not installed); {VERIFY_HINT}", file=sys.stderr)
+        verify = False
     results, failed = [], False
-    fits, took, findings = {}, 0.0, {}
+    fits: dict = {}
+    took, findings = 0.0, {}
     if targets:
         from .aot import compile_kernels, report as target_report
 
@@ -161,7 +233,7 @@ def run(argv: list[str] | None = None) -> int:
     for k in kernels:
         tg, sched = k.typed(args.sizes)
         entry = {"kernel": k.name, "line": k.spec.loc.line, "sizes": tg.dims.size_set,
-                 "stages": len(tg.stages), "loop_blocks": [b.name for b in sched.blocks],
+                 "stages": list(tg.stages), "loop_blocks": [b.name for b in sched.blocks],
                  "speed_of_light": sol.report(tg, sched), "backends": {}}
         lines = [f"{k.name} ({k.spec.loc.file}:{k.spec.loc.line}), sizes {tg.dims.size_set}: "
                  f"{len(tg.stages)} stages in {len(sched.blocks)} loop blocks", sol.summary(tg, sched)]
@@ -171,7 +243,7 @@ def run(argv: list[str] | None = None) -> int:
                 path = f"{args.out_dir}/{paths[k.name, backend]}"
                 info["file"] = path
                 lines.append(f"  {backend}: {'wrote' if changed[paths[k.name, backend]] else 'unchanged'} {path}")
-            if not args.no_verify:
+            if verify:
                 from .verify import describe
 
                 report = k.verify(backend, args.sizes, args.seed, _progress(k.name, backend),
@@ -199,7 +271,8 @@ def run(argv: list[str] | None = None) -> int:
                   f"wall clock (a block whose code several kernels share is compiled once, and each of them "
                   f"shows that compile's time; compile times vary from run to run)")
     if args.json:
-        print(json.dumps({"status": "failed" if failed else "ok", "file": args.file, "kernels": results,
+        print(json.dumps({"schema": JSON_SCHEMA, "status": "failed" if failed else "ok", "file": args.file,
+                          "verification": "ran" if verify else ("unavailable" if absent else "off"), "kernels": results,
                           **summary, "warnings": [w.as_json() for w in lib.warnings]}, indent=2))
     return 1 if failed else 0
 
@@ -210,6 +283,11 @@ def main() -> None:
     except KeyboardInterrupt:
         print("build: interrupted", file=sys.stderr)
         status = 130
+    except StageFault as exc:  # a bug of an op: the op's traceback, then where in the spec it ran
+        cause = exc.__cause__ or exc
+        traceback.print_exception(type(cause), cause, cause.__traceback__)
+        print(exc.render(), file=sys.stderr)
+        status = 3
     except Exception:  # a bug of the tool, never of the input: keep the traceback, say so
         traceback.print_exc()
         print("build: internal error (exit 3): the traceback above is a bug of the tool, please report it",

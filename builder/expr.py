@@ -89,7 +89,9 @@ def evaluate(text: str | int | float, env: Mapping[str, int | float]) -> int | f
         if isinstance(node, ast.UnaryOp):
             return -ev(node.operand) if isinstance(node.op, ast.USub) else ev(node.operand)
         if isinstance(node, ast.Call):
+            assert isinstance(node.func, ast.Name)  # _parse admits calls of min and max only
             return _FUNCS[node.func.id](*(ev(a) for a in node.args))
+        assert isinstance(node, ast.BinOp)  # _parse admits nothing else
         left, right = ev(node.left), ev(node.right)
         if isinstance(node.op, ast.Pow) and (abs(right) > MAX_EXPONENT or isinstance(node.left, ast.BinOp)
                                              and isinstance(node.left.op, ast.Pow)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from .graph import TypedGraph
+from .stagefault import in_stage
 
 
 def stage_types(stage) -> dict:
@@ -14,7 +15,8 @@ def run_stages(tg: TypedGraph, stages, values: dict) -> dict:
     """Run `stages` on `values` (tensor reference -> tensor), adding each output as `stage.port`."""
     for st in stages:
         ins = {port: values[ref] for port, ref in st.inputs.items()}
-        outs = st.op.golden(ins, st.params, tg.dims, stage_types(st))
+        with in_stage(st.id, st.op.name, st.loc, "running its golden"):
+            outs = st.op.golden(ins, st.params, tg.dims, stage_types(st))
         for port, tensor in outs.items():
             values[st.ref(port)] = tensor
     return values

@@ -18,6 +18,7 @@ from .inits import RECIPES
 from .spec import KernelSpec, StageSpec
 from .specload import report_validation
 from .stage_api import Dims, Op, StageError, TensorType, Tile
+from .stagefault import in_stage
 
 Where = Callable[[tuple, bool], Location]
 PRIVATE = "~"  # marks an op-private tensor reference (`attn.~part_m`): no port or name can contain it
@@ -109,10 +110,10 @@ def _check_init_recipes(spec: KernelSpec, dims: Dims, types: Mapping[str, Tensor
             recipes[name] = ([d.value for d in t.shape], RECIPES[recipe].model_validate(args or {}), 0)
         except ValidationError as exc:
             report_validation(exc, sink, lambda p, key, path=path: where(path + tuple(p), key), RECIPES[recipe])
-    for name, (shape, recipe, seed) in recipes.items():
+    for name, (shape, model, seed) in recipes.items():
         try:
-            recipe.check_rank(name, shape)
-            recipe.call(dims, shape, seed, recipes)
+            model.check_rank(name, shape)
+            model.call(dims, shape, seed, recipes)
         except expr.ExprError as e:
             sink.error(e.kind, f"input `{name}` init: {e}", where(("inputs", name, "init"), False))
         except ValueError as e:
@@ -146,7 +147,7 @@ class _GraphBuilder:
 
     def __init__(self, spec: KernelSpec, ops: Mapping[str, Op], sink: DiagnosticSink, where: Where):
         self.spec, self.ops, self.sink, self.where = spec, ops, sink, where
-        self.g = nx.DiGraph()
+        self.g: nx.DiGraph = nx.DiGraph()
         self.broken: set[str] = set()
         self.input_types: dict[str, TensorType] = {}
         self.parsed: dict[str, tuple[Op, Any]] = {}     # stage id -> (op, validated params)
@@ -294,13 +295,16 @@ class _GraphBuilder:
         op, params = self.parsed[sid]
         st = self.spec.stages[sid]
         ports = self.ports[sid]
-        ins = {port: self.available.get(ref) for port, ref in st.inputs.items() if port in ports}
-        if any(t is None for t in ins.values()) or not set(ports) - op.optional_inputs <= set(ins):
+        found = {port: self.available.get(ref) for port, ref in st.inputs.items() if port in ports}
+        ins = {port: t for port, t in found.items() if t is not None}
+        if len(ins) < len(found) or not set(ports) - op.optional_inputs <= set(ins):
             return  # an upstream error already explains this stage
+        stage_loc = self.where(("stages", sid), True)
         try:
-            outs = op.infer(ins, params, dims)
-            tiles = op.tiles(ins, params, dims)  # explicit sizes checked, defaults chosen to fit
-            private = op.private(ins, params, dims)
+            with in_stage(sid, op.name, stage_loc, "inferring its types and tiles", (StageError, expr.ExprError)):
+                outs = op.infer(ins, params, dims)
+                tiles = op.tiles(ins, params, dims)  # explicit sizes checked, defaults chosen to fit
+                private = op.private(ins, params, dims)
         except StageError as e:
             if e.port is not None:
                 ref = st.inputs[e.port]
@@ -315,14 +319,9 @@ class _GraphBuilder:
         except expr.ExprError as e:
             self.sink.error(e.kind, f"stage `{sid}`: {e}", self.where(("stages", sid, "params"), False))
             return
-        except ArithmeticError as e:  # e.g. a param of 0 that the op's shape rule divides by
-            self.sink.error("bad-value", f"stage `{sid}` ({op.name}): its params make the shape rule fail ({e})",
-                            self.where(("stages", sid, "params"), False), "check the params for zero or negative values")
-            return
         for port, t in outs.items():
             self.available[f"{sid}.{port}"] = t
-        stage = Stage(sid, op, params, st, self.where(("stages", sid), True), dict(st.inputs), ins, outs, tiles,
-                      private)
+        stage = Stage(sid, op, params, st, stage_loc, dict(st.inputs), ins, outs, tiles, private)
         for name, t in private.items():
             self.available[stage.private_ref(name)] = t
         self.stages[sid] = stage

@@ -39,7 +39,7 @@ class Kernel:
         """The typed graph and schedule at a size set (all were checked when the file loaded)."""
         return self._typed[self.size_set(sizes)]
 
-    def dims(self, sizes: Optional[str] = None) -> dict[str, int]:
+    def dims(self, sizes: Optional[str] = None) -> dict[str, int | float]:
         return dict(self.typed(sizes)[0].dims)
 
     @property

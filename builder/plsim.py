@@ -15,7 +15,7 @@ import builtins
 import contextlib
 import sys
 import types
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -320,10 +320,11 @@ for _op, _fn in {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": to
     setattr(PlLanguage, f"col_expand_{_op}", _expand(f"col_expand_{_op}", _fn, 1))
 for _op, _fn in {"exp": torch.exp, "neg": torch.neg, "recip": torch.reciprocal, "sqrt": torch.sqrt}.items():
     setattr(PlLanguage, _op, _unary(_op, _fn))
-PlLanguage.abs = _unary("abs", torch.abs, floats_only=False)
-PlLanguage.row_sum = _row("row_sum", lambda x: x.sum(dim=-1, keepdim=True))
-PlLanguage.row_max = _row("row_max", lambda x: x.amax(dim=-1, keepdim=True))
-PlLanguage.row_min = _row("row_min", lambda x: x.amin(dim=-1, keepdim=True))
+for _op, _fn in {"abs": _unary("abs", torch.abs, floats_only=False),
+                 "row_sum": _row("row_sum", lambda x: x.sum(dim=-1, keepdim=True)),
+                 "row_max": _row("row_max", lambda x: x.amax(dim=-1, keepdim=True)),
+                 "row_min": _row("row_min", lambda x: x.amin(dim=-1, keepdim=True))}.items():
+    setattr(PlLanguage, _op, _fn)
 
 
 def _matmul(a, b, out_dtype, a_trans, b_trans):
@@ -358,8 +359,10 @@ def _cast(x: torch.Tensor, dtype, mode: str) -> torch.Tensor:
             raise Unsupported(f"pl.cast {_name(src)} -> {_name(dtype)} of out-of-range values")
         return x.to(dtype)
     if not dtype.is_floating_point:  # float -> integer: the mode decides the rounding
-        rounded = {"rint": torch.round, "round": lambda v: torch.sign(v) * torch.floor(v.abs() + 0.5),
-                   "floor": torch.floor, "ceil": torch.ceil, "trunc": torch.trunc}.get(mode)
+        modes: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+            "rint": torch.round, "round": lambda v: torch.sign(v) * torch.floor(v.abs() + 0.5),
+            "floor": torch.floor, "ceil": torch.ceil, "trunc": torch.trunc}
+        rounded = modes.get(mode)
         if rounded is None:
             raise Unsupported(f"pl.cast float -> {_name(dtype)} with mode {mode!r}")
         r = rounded(x.double())
@@ -402,7 +405,7 @@ def load(source: str, filename: str) -> tuple[dict, PlLanguage]:
     _check_kernel_calls(source, filename)
     pl = PlLanguage()
     package = types.ModuleType("pypto")
-    package.language = pl
+    vars(package)["language"] = pl
 
     def importer(name, globals=None, locals=None, fromlist=(), level=0):
         if name == "pypto.language" or name == "pypto":

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 from .diagnostics import DiagnosticSink, Location
 from .graph import Stage, TypedGraph
 from .stage_api import Axis, Phase
+from .stagefault import in_stage
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,12 @@ class Schedule:
 def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, bool], Location]) -> Schedule | None:
     order = list(tg.stages)
     position = {sid: i for i, sid in enumerate(order)}
-    domains = {sid: st.op.domain(st.in_types, st.params, tg.dims) for sid, st in tg.stages.items()}
-    phases = {sid: st.op.phases(st.in_types, st.params, tg.dims) for sid, st in tg.stages.items()}
+    domains: dict[str, tuple[Axis, ...]] = {}
+    phases = {}
+    for sid, st in tg.stages.items():
+        with in_stage(sid, st.op.name, st.loc, "computing its iteration domain"):
+            domains[sid] = st.op.domain(st.in_types, st.params, tg.dims)
+            phases[sid] = st.op.phases(st.in_types, st.params, tg.dims)
     group_of: dict[str, int] = {}
     errors_before = len(sink.errors)
     for gi, group in enumerate(tg.spec.fuse):
@@ -143,7 +148,8 @@ def _phase_blocks(first: int, st: Stage, phases: tuple[Phase, ...], needed: set[
     tensors it names, and writes its private tensors and the outputs later blocks need."""
     blocks = []
     for i, ph in enumerate(phases):
-        reads = tuple(dict.fromkeys(st.inputs[p] for p in ph.reads)) + tuple(st.private_ref(n) for n in ph.private_reads)
+        reads = tuple(dict.fromkeys(st.inputs[p] for p in ph.reads))
+        reads += tuple(st.private_ref(n) for n in ph.private_reads)
         outs = [st.ref(p) for p in ph.writes]
         writes = tuple(r for r in outs if r in needed) + tuple(st.private_ref(n) for n in ph.private_writes)
         blocks.append(LoopBlock(first + i, (st,), ph.domain, reads, writes,

@@ -95,7 +95,8 @@ def report(tg: TypedGraph, sched: Schedule) -> dict:
         result = {}
         for key, dev in DEVICES.items():
             parts = [c.floor_s(dev) for c in costs]
-            result[key] = None if None in parts else round(sum(parts) * 1e6, 3)
+            known = [p for p in parts if p is not None]
+            result[key] = round(sum(known) * 1e6, 3) if len(known) == len(parts) else None
         return result
 
     return {

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from .diagnostics import DiagnosticSink, Location, did_you_mean
 from .names import NAME_HINT, name_problem
@@ -54,7 +55,7 @@ def report_validation(exc: ValidationError, sink: DiagnosticSink, where, model: 
                        _type_hint(err))
 
 
-def _type_hint(err: dict) -> str:
+def _type_hint(err: ErrorDetails) -> str:
     ctx = err.get("ctx") or {}
     if "expected" in ctx:
         return f"expected {ctx['expected']}"
@@ -134,7 +135,10 @@ def _deep_merge(base: _Merged, child: dict, child_path: Path) -> _Merged:
     return _Merged(data, origin)
 
 
-def load_kernels(src: Source, sink: DiagnosticSink) -> list[tuple[KernelSpec, Callable[[Path, bool], Location]]]:
+Where = Callable[[Path, bool], Location]
+
+
+def load_kernels(src: Source, sink: DiagnosticSink) -> list[tuple[KernelSpec, Where]]:
     """Every kernel of the file that validates, with its `where(path, key)` locator."""
     if not isinstance(src.data, dict):
         sink.error("wrong-type", "the file must be a mapping with `version:` and `kernels:`", src.where(()))
@@ -199,7 +203,7 @@ def load_kernels(src: Source, sink: DiagnosticSink) -> list[tuple[KernelSpec, Ca
             merged[child] = result
         return merged[name]
 
-    kernels = []
+    kernels: list[tuple[KernelSpec, Where]] = []
     for name in top.kernels:
         m = resolve(name)
         if m is None:
@@ -244,6 +248,7 @@ def _distinct_names(spec: KernelSpec, where, sink: DiagnosticSink) -> bool:
     """A kernel's dims, inputs and outputs, and the kernel itself, are all identifiers of the same
     generated code (module constants, parameters): no two may share a name."""
     owners: dict[str, str] = {spec.name: "the kernel's own name"}
+    places: list[tuple[str, str, tuple[str, ...]]]
     places = [(n, "dim", ("sizes", set_name, n)) for set_name, sizes in spec.sizes.items() for n in sizes]
     places += [(n, "dim", ("dims", n)) for n in spec.dims]
     places += [(n, "input", ("inputs", n)) for n in spec.inputs]

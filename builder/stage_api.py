@@ -60,15 +60,16 @@ class TensorType:
 
 
 
-class Dims(Mapping[str, int]):
-    """The dims of one kernel at one size set; builds `Dim`s from expressions."""
+class Dims(Mapping[str, int | float]):
+    """The dims of one kernel at one size set (a derived dim may be fractional: `H / 3`); builds `Dim`s
+    from expressions."""
 
-    def __init__(self, values: Mapping[str, int], size_set: str, derived: Mapping[str, Any] = {}):
+    def __init__(self, values: Mapping[str, int | float], size_set: str, derived: Mapping[str, Any] = {}):
         self._values, self.size_set = dict(values), size_set
         # `ROPE // 2` is written `HALF_ROPE` when the kernel defines that dim: generated code reads better
         self._names = {expr.normalize(text): name for name, text in derived.items()}
 
-    def __getitem__(self, k: str) -> int:
+    def __getitem__(self, k: str) -> int | float:
         return self._values[k]
 
     def __iter__(self):
@@ -81,7 +82,8 @@ class Dims(Mapping[str, int]):
         value = expr.evaluate(text, self._values)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        return Dim(self._names.get(expr.normalize(text), str(text)), value)
+        # a non-integer value is possible here; every extent is checked whole and >= 1 (graph._dim)
+        return Dim(self._names.get(expr.normalize(text), str(text)), value)  # type: ignore[arg-type]
 
     def shape(self, *texts: Any) -> tuple[Dim, ...]:
         return tuple(self.dim(t) for t in texts)
@@ -175,8 +177,9 @@ def choose_tile(param: str, explicit: Optional[int], extent: Dim, preferred: int
     if explicit not in fits:
         why = "a power of two" if explicit & (explicit - 1) else f"between {fits[0]} and {fits[-1]}"
         raise StageError("bad-value", f"`{param}` = {explicit} cannot tile {extent.text} = {extent.value}: it must "
-                                      f"be {why}", hint=f"values that fit: {', '.join(map(str, fits))}; or leave "
-                                                        f"`{param}` out to get {choose_tile(param, None, extent, preferred, minimum).size}",
+                                      f"be {why}",
+                         hint=f"values that fit: {', '.join(map(str, fits))}; or leave `{param}` out to get "
+                              f"{choose_tile(param, None, extent, preferred, minimum).size}",
                          param=param)
     return Tile(param, explicit, extent, False)
 

@@ -85,6 +85,15 @@ class Target:
     def sm(self) -> str:
         return f"sm_{self.arch.cc}"
 
+    # A target's device is a CUDA GPU (checked by `target`): its SM count and bandwidth are known.
+    @property
+    def sms(self) -> int:
+        return self.device.sms or 0
+
+    @property
+    def bandwidth(self) -> float:
+        return self.device.bandwidth or 0.0
+
 
 def target(name: str) -> Target:
     """The target named `name` (a key of TARGETS); KeyError names the known ones."""
@@ -92,4 +101,6 @@ def target(name: str) -> Target:
         raise KeyError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}")
     key = TARGETS[name]
     dev = DEVICES[key]
+    if dev.arch is None or not dev.sms or not dev.bandwidth:
+        raise ValueError(f"target {name}: device {key} lacks its CUDA facts (arch, SMs, bandwidth)")
     return Target(name, key, dev, ARCHES[dev.arch])

@@ -38,7 +38,7 @@ def install() -> None:
         return
     _patch_lang_once_per_launch(interpreter)
     options = interpreter.interpreter_builder.options
-    if dataclasses.is_dataclass(options) and hasattr(options, "sanitize_overflow"):
+    if dataclasses.is_dataclass(options) and not isinstance(options, type) and hasattr(options, "sanitize_overflow"):
         interpreter.interpreter_builder.options = dataclasses.replace(options, sanitize_overflow=False)
     interpreter._convert_float = _shift_when_exact(interpreter._convert_float)
 

@@ -63,7 +63,7 @@ class Report:
     sizes: str
     outputs: dict[str, Stats] = field(default_factory=dict)
     stages: list[StageCheck] = field(default_factory=list)
-    loop_blocks: int = 0
+    loop_block_count: int = 0
     seconds: float = 0.0
     error: Optional[str] = None
 
@@ -84,7 +84,7 @@ class Report:
         return {
             "kernel": self.kernel, "backend": self.backend, "sizes": self.sizes, "status": self.status,
             "outputs": {k: asdict(v) for k, v in self.outputs.items()},
-            "loop_blocks": self.loop_blocks,
+            "loop_block_count": self.loop_block_count,
             "first_bad_stage": None if bad is None else {
                 "stage": bad.stage, "op": bad.op, "line": bad.line, "block": bad.block,
                 "buffers": {k: asdict(v) for k, v in bad.buffers.items()}},
@@ -133,7 +133,7 @@ def verify(kernel, backend: str, sizes: str, seed: int = 0,
 
     say = progress or (lambda msg: None)
     tg, sched = kernel.typed(sizes)
-    report = Report(kernel.name, backend, sizes, loop_blocks=len(sched.blocks))
+    report = Report(kernel.name, backend, sizes, loop_block_count=len(sched.blocks))
     start = time.perf_counter()
     say("making inputs")
     inputs = kernel.make_inputs(seed, sizes)
@@ -148,7 +148,7 @@ def verify(kernel, backend: str, sizes: str, seed: int = 0,
         report.seconds = time.perf_counter() - start
         return report
     say("comparing")
-    for name, ref in tg.outputs.items():
+    for name, _ref in tg.outputs.items():
         tol = tg.spec.outputs[name].tolerance or tg.spec.tolerance
         report.outputs[name] = compare(result[name], golden[name], tol)
     report.stages = check_blocks(tg, sched, result, inputs)

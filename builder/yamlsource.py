@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import AbstractSet, Any, Optional
 
 import yaml
 
@@ -65,11 +65,11 @@ def read_text(path: str, limit: Optional[int] = None) -> str:
     except OSError as exc:
         raise SpecError([Diagnostic("not-a-file", f"cannot open the file: {exc.strerror}", here,
                                     "check the path given to `--file` and its permissions")]) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory with an OSError
+        os.close(fd)
+        raise SpecError([Diagnostic("not-a-file", f"{path} is not a regular file", here,
+                                    "name a YAML file; devices, pipes and directories are not read")])
     with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise SpecError([Diagnostic("not-a-file", f"{path} is not a regular file", here,
-                                        "name a YAML file; devices, pipes and directories are not read")])
         blob = fh.read(limit + 1)
     if len(blob) > limit:
         raise SpecError([Diagnostic("file-too-large", f"the file is larger than {limit} bytes", here,
@@ -144,7 +144,7 @@ class _Builder:
         else:
             table.setdefault(path, loc)
 
-    def _replay(self, entries: list, base: Path, skip: set = frozenset()) -> None:
+    def _replay(self, entries: list, base: Path, skip: AbstractSet = frozenset()) -> None:
         for kind, rel, loc in entries:
             if not (rel and rel[0] in skip):
                 self._note(kind, base + rel, loc)

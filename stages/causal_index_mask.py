@@ -63,7 +63,8 @@ class CausalIndexMask(Op):
         return {"block_n": choose_tile("block_n", p.block_n, dims.dim(p.columns), 512)}
 
     def domain(self, ins, p, dims):
-        return (Axis("t", ins["indices"].shape[0], parallel=True), Axis.tiled("cb", self.tiles(ins, p, dims)["block_n"]))
+        tokens = Axis("t", ins["indices"].shape[0], parallel=True)
+        return (tokens, Axis.tiled("cb", self.tiles(ins, p, dims)["block_n"]))
 
     def golden_args(self, p, dims, types):
         return {"ratio": p.ratio, "columns": types["y"].shape[1].value}

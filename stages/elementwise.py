@@ -216,9 +216,9 @@ class Elementwise(Op):
     golden_fn = golden_elementwise
     flops_kind = "fp32"
 
-    def key_params(self, p, tiles={}):
+    def key_params(self, p, tiles=None):
         """As every op's, leaving out an empty `views`."""
-        return super().key_params(p if p.views else p.model_copy(update={"views": None}), tiles)
+        return super().key_params(p if p.views else p.model_copy(update={"views": None}), tiles or {})
 
     def ports(self, p):
         _, ports = parse(p.expr)
@@ -324,10 +324,10 @@ class Elementwise(Op):
         return n * sum(FLOPS.get(node[0], 0) for node in _walk(program))
 
     # --- tile bodies ----------------------------------------------------------------------------------
-    def _layout(self, c) -> dict[str, tuple[bool, bool, bool]]:
+    def _layout(self, c) -> dict[str, tuple[bool, ...]]:
         """Per port, whether it runs along the output's (batch, row, lane) axes (False: broadcast)."""
         rank = len(c.type("y").shape)
-        flags = {}
+        flags: dict[str, tuple[bool, ...]] = {}
         for port in c.stage.inputs:
             view = [d.value for d in self.viewed({port: c.type(port)}, c.p, c.dims)[port]]
             wide = [v != 1 for v in view]

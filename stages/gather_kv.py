@@ -119,7 +119,8 @@ class GatherKV(Op):
         for table, pool in (("ori_block_table", "ori_kv"), ("cmp_block_table", "cmp_kv")):
             pages, block = types[pool].shape[0].value, types[pool].shape[1].value
             cols = types[table].shape[1].value
-            need = (counts[table] + block - 1) // block if table in counts else torch.full((types[table].shape[0].value,), cols)
+            need = ((counts[table] + block - 1) // block if table in counts
+                    else torch.full((types[table].shape[0].value,), cols))
             short = need > cols
             if short.any():
                 problems.append(("seqused", f"tokens {_where(short)} need more than the {cols} pages of `{table}`"))
@@ -129,7 +130,8 @@ class GatherKV(Op):
                 page = ins[table].long()
                 bad = used & ((page < 0) | (page >= pages))
                 if bad.any():
-                    problems.append((table, f"page ids outside the pool's {pages} pages at tokens {_where(bad.any(1))}"))
+                    problems.append((table, f"page ids outside the pool's {pages} pages at tokens "
+                                            f"{_where(bad.any(1))}"))
         return problems
 
     def golden_args(self, p, dims, types):

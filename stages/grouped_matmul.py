@@ -43,6 +43,9 @@ class GroupedMatmul(Op):
         x, w = ins["x"], ins["w"]
         expect("x", x, rank=2)
         groups = dims.dim(p.groups)
+        if groups.value < 1:
+            raise StageError("bad-value", f"`groups` = {groups.text} = {groups.value}; at least 1 group is needed",
+                             param="groups")
         expect("w", w, rank=3, dtype=x.dtype, dims={0: groups, 2: x.shape[1]})
         if x.shape[0].value % groups.value:
             raise StageError("shape-mismatch", f"input `x` has {x.shape[0].text} = {x.shape[0].value} rows, "

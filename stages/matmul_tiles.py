@@ -6,6 +6,8 @@ slices and accumulation live here once per backend.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from typing import Optional
 
 from pydantic import Field
@@ -56,7 +58,8 @@ def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, row
     bn = c.tile("nb")
     w_tile = "w.to(tl.float32)" if w_kn else "tl.trans(w.to(tl.float32))"
     if dtype is DType.int8:
-        acc_type, dot = "tl.int32", "tl.dot(a, w, out_dtype=tl.int32)" if w_kn else "tl.dot(a, tl.trans(w), out_dtype=tl.int32)"
+        w_int = "w" if w_kn else "tl.trans(w)"
+        acc_type, dot = "tl.int32", f"tl.dot(a, {w_int}, out_dtype=tl.int32)"
     else:  # on tensor cores, exactly (stages/dots.py)
         acc_type = "tl.float32"
         exact = dtype is DType.bf16
@@ -106,7 +109,7 @@ def pypto_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, rows
     slice_ = c.const("K_SLICE", k_tile.extent.value, f"{k_tile.extent.text}: the depth of one of the K slices")
     split = c.const("SPLIT_K", split_k, "K slices, each summed on its own, added in ascending order")
     part, ks, s = c.local("part"), c.local("ks"), c.local("s")
-    args = dict(a=a, a_row0=a_row0, w=w, w_row0=w_row0, rows=rows, k_dim=k_dim, dtype=dtype, w_kn=w_kn)
+    args: dict[str, Any] = dict(a=a, a_row0=a_row0, w=w, w_row0=w_row0, rows=rows, k_dim=k_dim, dtype=dtype, w_kn=w_kn)
     lines = _pypto_k_range(c, acc=acc, base="0", end=slice_, depth=slice_, **args)
     lines += [f"for {s} in pl.range(1, {split}):", f"    {ks} = {s} * {slice_}"]
     lines += ["    " + line for line in _pypto_k_range(c, acc=part, base=ks, end=f"{ks} + {slice_}", depth=slice_,

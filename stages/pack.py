@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from builder.spec import DimExpr, Int
-from builder.stage_api import Op, Params, StageError, TensorType, expect
+from builder.spec import DimExpr
+from builder.stage_api import Op, StageError, TensorType, expect
 from stages.rope_extract import HeadTiles, head_domain, head_tiles
 
 
@@ -43,6 +43,9 @@ class Pack(Op):
         if rope.shape[2].value > d.value:
             raise StageError("shape-mismatch", f"input `rope` has {rope.shape[2].value} lanes, more than "
                                                f"the {d.value} of `x`", "rope")
+        if groups.value < 1:
+            raise StageError("bad-value", f"`groups` = {groups.text} = {groups.value}; at least 1 group is needed",
+                             param="groups")
         if h.value % groups.value:
             raise StageError("bad-value", f"`groups` = {groups.text} = {groups.value} does not divide "
                                           f"{h.text} = {h.value} heads", param="groups")
@@ -88,7 +91,8 @@ class Pack(Op):
             f"    {src} = t * {h} + {head}",
             f"    {row} = ({head} // {per_group}) * {t_dim} + t",
             f"    {col} = ({head} % {per_group}) * {d}",
-            f"    {c.dst('packed')}[{row} : {row} + 1, {col} : {col} + {nope}] = {c.src('x')}[{src} : {src} + 1, 0:{nope}]",
+            f"    {c.dst('packed')}[{row} : {row} + 1, {col} : {col} + {nope}] = "
+            f"{c.src('x')}[{src} : {src} + 1, 0:{nope}]",
             f"    {c.dst('packed')}[{row} : {row} + 1, {col} + {nope} : {col} + {d}] = "
             f"{c.src('rope')}[{src} : {src} + 1, 0:{rope}]",
         ]

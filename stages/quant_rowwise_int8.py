@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from builder.spec import DType, Float
-from builder.stage_api import Axis, Op, Params, StageError, TensorType, expect
+from builder.stage_api import Axis, Op, Params, TensorType, expect
 
 
 def golden_quant_rowwise_int8(x, *, amax_floor):

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
 
 from builder import dtypes
-from builder.spec import DType, Int
-from builder.stage_api import Op, Params, StageError, TensorType, expect
+from builder.spec import DType
+from builder.stage_api import Op, StageError, TensorType, expect
 from stages.rope_extract import HeadTiles, head_domain, head_tiles
 
 ROTATIONS = {  # (real', imaginary'), each `a * b op c * d` over re, im and the cos/sin rows c, s

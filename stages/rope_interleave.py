@@ -9,8 +9,8 @@ from typing import Optional
 
 from pydantic import Field
 
-from builder.spec import DimExpr, DType, Int, Layout
-from builder.stage_api import Op, Params, StageError, TensorType, expect
+from builder.spec import DimExpr, DType, Layout
+from builder.stage_api import Op, StageError, TensorType, expect
 from stages import rope_layout
 from stages.rope_extract import HeadTiles, head_domain, head_tiles
 

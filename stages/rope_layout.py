@@ -33,7 +33,8 @@ def lane_code(lanes: Lanes, k: str, half: str) -> str:
 
 def lane_exprs(layout: Layout, k: str, half: str) -> tuple[str, str]:
     """Code for the lane offsets (within the rotary part) of pair k's real and imaginary lanes."""
-    return tuple(lane_code(lanes, k, half) for lanes in LANES[layout])
+    real, imag = LANES[layout]
+    return lane_code(real, k, half), lane_code(imag, k, half)
 
 
 def is_contiguous(layout: Layout) -> bool:

@@ -288,21 +288,23 @@ class SparseAttention(Op):
 
     def _pypto_merge(self, c, head0: str, cols: str) -> list[str]:
         """The pieces of the split keys merged in ascending order (the first starts the merge)."""
-        h, d, t_dim = c.dim("q", 1), c.dim("q", 2), c.dim("q", 0)
+        h, t_dim = c.dim("q", 1), c.dim("q", 0)
         bh = c.tile("hb")
         m, l, acc, m_s, l_s, acc_s, m_new, alpha, beta = (c.local(x) for x in (
             "m", "l", "acc", "m_s", "l_s", "acc_s", "m_new", "alpha", "beta"))
         pieces = c.const("SPLITS", c.stage.tiles["split_keys"].pieces, "pieces of the split keys")
 
         def piece(suffix_m: str, suffix_l: str, suffix_acc: str, part: str) -> list[str]:
+            heads, row0 = f"{head0} : {head0} + {bh}", f"({part}) * {h} + {head0}"
             return [
-                f"{suffix_m} = pl.reshape({c.private('part_m')}[{part} : {part} + 1, {head0} : {head0} + {bh}], [{bh}, 1])",
-                f"{suffix_l} = pl.reshape({c.private('part_l')}[{part} : {part} + 1, {head0} : {head0} + {bh}], [{bh}, 1])",
-                f"{suffix_acc} = {c.private('part_acc')}[({part}) * {h} + {head0} : ({part}) * {h} + {head0} + {bh}, {cols}]",
+                f"{suffix_m} = pl.reshape({c.private('part_m')}[{part} : {part} + 1, {heads}], [{bh}, 1])",
+                f"{suffix_l} = pl.reshape({c.private('part_l')}[{part} : {part} + 1, {heads}], [{bh}, 1])",
+                f"{suffix_acc} = {c.private('part_acc')}[{row0} : {row0} + {bh}, {cols}]",
             ]
 
+        later = piece(m_s, l_s, acc_s, f"ks * {t_dim} + t")
         return ["# the first piece of the split keys starts the merge", *piece(m, l, acc, "t"),
-                f"for ks in pl.range(1, {pieces}):"] + ["    " + line for line in piece(m_s, l_s, acc_s, f"ks * {t_dim} + t") + [
+                f"for ks in pl.range(1, {pieces}):"] + ["    " + line for line in later + [
             f"{m_new} = pl.maximum({m}, {m_s})",
             f"{alpha} = pl.exp(pl.sub({m}, {m_new}))",
             f"{beta} = pl.exp(pl.sub({m_s}, {m_new}))",

@@ -230,3 +230,31 @@ def test_target_report_in_text():
     assert [r[1] for r in rows] == ["extract", "rotate", "interleave", "pack"], text
     assert re.search(r"^    predicted \d+\.\d\d us beside the floor of \d+\.\d\d us on H100 SXM", text, re.M)
     assert "model, not a measurement" in text
+
+
+# ------------------------------------------------------------------------------ version and --json
+
+def test_version():
+    from importlib.metadata import version
+
+    proc = run_build("--version")
+    assert proc.returncode == 0 and proc.stdout == f"build (kernel-builder) {version('kernel-builder')}\n"
+    assert re.search(rf'^version = "{re.escape(version("kernel-builder"))}"$',
+                     (BUNDLED.parent / "pyproject.toml").read_text(), re.M)
+
+
+def test_json_report_has_a_schema_version_and_consistent_types(bundled_yaml):
+    proc = run_build("--check", "--kernel", "dsv4_qkv_rope_forward", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["schema"] == 1 and report["status"] == "ok" and report["verification"] == "ran"
+    (entry,) = report["kernels"]
+    stages = list(kernel_yaml(bundled_yaml, "dsv4_qkv_rope_forward")["stages"])
+    assert entry["stages"] == stages and entry["loop_blocks"] == stages       # names, one block per stage
+    for backend in ("triton", "pypto"):
+        info = entry["backends"][backend]
+        assert info["status"] == "ok" and info["loop_block_count"] == len(entry["loop_blocks"])
+        assert "loop_blocks" not in info
+    # an invalid file: the same schema field
+    proc = run_build("--file", "no_such.yaml", "--json")
+    assert proc.returncode == 2 and json.loads(proc.stdout)["schema"] == 1

@@ -55,3 +55,23 @@ def test_build_writes_each_backend_file_only_when_it_changes(tmp_path, capsys):
     assert build(args) == 0
     assert "unchanged" in capsys.readouterr().out
     assert [os.stat(f).st_mtime_ns for f in files] == stamps
+
+
+@pytest.mark.parametrize("cwd, given, shown", [
+    ("", "{tmp}/specs/k.yaml", "specs/k.yaml"),                 # an absolute path below the current folder
+    ("specs", "../specs/sub/k.yaml", "sub/k.yaml"),              # a relative one, resolved first
+    ("specs", "{tmp}/elsewhere/k.yaml", "k.yaml"),               # outside it: the name alone, no author's path
+], ids=["absolute-below", "relative-with-dotdot", "outside"])
+def test_generated_files_name_the_spec_relative_to_the_current_folder(tmp_path, monkeypatch, cwd, given, shown):
+    from tests.test_hostile import TINY
+
+    for folder in ("specs/sub", "elsewhere"):
+        (tmp_path / folder).mkdir(parents=True)
+    for path in ("specs/k.yaml", "specs/sub/k.yaml", "elsewhere/k.yaml"):
+        (tmp_path / path).write_text(TINY)
+    monkeypatch.chdir(tmp_path / cwd)
+    kernel = builder.load(given.format(tmp=tmp_path))["tiny"]
+    for backend in BACKENDS:
+        src = kernel.emit(backend)
+        assert src.startswith(f"# @generated from {shown}:{kernel.spec.loc.line} by `build`"), src[:200]
+        assert str(tmp_path) not in src

@@ -342,7 +342,8 @@ def test_the_expression_text_never_reaches_generated_code(lib):
         code = lib["elementwise_ops"].emit(backend)
         assert "silu(min(gate" not in code and "clamp(up" not in code
     assert "program=['mul', ['silu', ['min', ['in', 'gate', [T, I]]" not in code  # sizes are literals
-    assert re.search(r"program=\['mul', \['silu', \['min', \['in', 'gate', \[\d+, \d+\]\], \['const', 10\.0\]\]\]", code)
+    literal_sizes = r"program=\['mul', \['silu', \['min', \['in', 'gate', \[\d+, \d+\]\], \['const', 10\.0\]\]\]"
+    assert re.search(literal_sizes, code)
 
 
 # -------------------------------------------------------------------------------- injected faults

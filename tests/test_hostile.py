@@ -65,7 +65,7 @@ def _bundled(old: str, new: str, after=MAIN) -> str:
 
 
 def _chain(n: int) -> str:
-    kernels = [f"  k0:\n    extends: nowhere\n"] + [f"  k{i}:\n    extends: k{i - 1}\n" for i in range(1, n)]
+    kernels = ["  k0:\n    extends: nowhere\n"] + [f"  k{i}:\n    extends: k{i - 1}\n" for i in range(1, n)]
     return "version: 1\nkernels:\n" + "".join(kernels)
 
 
@@ -93,16 +93,19 @@ def _out_is_a_file(folder: Path) -> None:
 
 CASES = {
     # critical: names become code
-    "output name with code": Hostile(tiny("      out: {from", '      \'x": __import__("os").system("touch PWNED"), "y\': {from'),
+    "output name with code": Hostile(tiny("      out: {from",
+                                          '      \'x": __import__("os").system("touch PWNED"), "y\': {from'),
                                      rule="bad-name"),
-    "kernel name with a newline and code": Hostile(tiny("  tiny:\n", '  "k\\nimport os; os.system(\'touch PWNED\')":\n'),
+    "kernel name with a newline and code": Hostile(tiny("  tiny:\n",
+                                                        '  "k\\nimport os; os.system(\'touch PWNED\')":\n'),
                                                    rule="bad-name"),
     # high: paths and names that are not identifiers
     "kernel name ../../escaped": Hostile(tiny("  tiny:\n", "  ../../escaped:\n"), rule="bad-name"),
     "kernel name /abs/path": Hostile(tiny("  tiny:\n", "  /tmp/abs/path:\n"), rule="bad-name"),
     "kernel name of 10000 characters": Hostile(tiny() + "  ? " + "k" * 10_000 + "\n  : {extends: tiny}\n",
                                                rule="bad-name"),
-    "stage id class": Hostile(tiny("      rot: {", "      class: {").replace("rot.even", "class.even"), rule="bad-name"),
+    "stage id class": Hostile(tiny("      rot: {", "      class: {").replace("rot.even", "class.even"),
+                              rule="bad-name"),
     "input name None": Hostile(tiny("      odd: {shape", "      None: {shape"), rule="bad-name"),
     "input name a-b": Hostile(tiny("      odd: {shape", "      a-b: {shape"), rule="bad-name"),
     "input name x y": Hostile(tiny("      odd: {shape", "      x y: {shape"), rule="bad-name"),
@@ -116,6 +119,7 @@ CASES = {
                                                rule="expr-too-complex"),
     "--file /dev/zero": Hostile(file=lambda d: "/dev/zero", rule="not-a-file"),
     "--file a FIFO": Hostile(file=_fifo, rule="not-a-file"),
+    "--file a directory": Hostile(file=lambda d: str(d), rule="not-a-file"),
     "T = 10^8": Hostile(tiny("T: 2, H: 4", "T: 100000000, H: 4"), rule="tensor-too-large"),
     "T = 10^400": Hostile(tiny("T: 2, H: 4", "T: 1" + "0" * 400 + ", H: 4"), rule="bad-value"),
     "10^5 stages": Hostile(_many_stages(100_000), rule="too-many-stages"),
@@ -137,7 +141,8 @@ CASES = {
     "3000-term sum": Hostile(tiny("{HALF: R // 2}", "{HALF: " + "+".join(["1"] * 3000) + "}"),
                              rule="expr-too-complex"),
     "--seed 99999999999999999999": Hostile(tiny(), args=("--seed", "99999999999999999999"), usage="--seed"),
-    "2-D recipe on a 3-D input": Hostile(tiny("init: {uniform: {}}}\n      odd", "init: {block_table: {pages: 8}}}\n      odd"),
+    "2-D recipe on a 3-D input": Hostile(tiny("init: {uniform: {}}}\n      odd",
+                                              "init: {block_table: {pages: 8}}}\n      odd"),
                                          rule="bad-value"),
     "negative sparse window (recipe)": Hostile(_bundled("{window: WIN, compressed", "{window: -4, compressed"),
                                                rule="bad-value"),
@@ -220,7 +225,7 @@ def test_hostile_input_is_a_located_error(name, outcomes):
         rules = {r for _, r, _, _ in parse_report(proc.stderr)}
         assert case.rule in rules, proc.stderr
     else:
-        assert f"build: error: " in proc.stderr and case.usage in proc.stderr, proc.stderr
+        assert "build: error: " in proc.stderr and case.usage in proc.stderr, proc.stderr
     written = {f for f in _files(folder) if f.startswith("out/") and not Path(folder, f).is_dir()}
     assert written <= {"out/.build.lock"}, written
     assert not (folder / "PWNED").exists() and not Path("PWNED").exists() and not (REPO / "PWNED").exists()

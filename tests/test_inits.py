@@ -23,7 +23,8 @@ def first_error(old: str, new: str):
 @pytest.mark.parametrize("old, new, rule, message", [
     ("init: {rope_table: {fn: cos", "init: {rope_tabel: {fn: cos", "unknown-key", "unknown init recipe `rope_tabel`"),
     ("init: {dequant_scale: {of: wo_b}}", "init: {dequant_scale: {of: wo_a}}", "bad-value", "`wo_a` is not an input"),
-    ("init: {randint: {low: WIN + CMP_VALID // 2,", "init: {randint: {low: WIN + CMP_VALID // 2X,", "bad-expr", "// 2X"),
+    ("init: {randint: {low: WIN + CMP_VALID // 2,", "init: {randint: {low: WIN + CMP_VALID // 2X,", "bad-expr",
+     "// 2X"),
     ("high: WIN + CMP_VALID + 1}}", "high: WIN + CMP_VALIDX + 1}}", "undefined-dim", "CMP_VALIDX"),
     ("{block_table: {pages: CMP_BLOCK_NUM}}", "{block_table: {pages: CMP_BLOCK_NUM - 1}}", "bad-value",
      "physical pages"),
@@ -68,5 +69,6 @@ def test_fixtures_expose_page_table_length_and_mask_faults():
     assert (ins["seqused_kv"] < slots).any()  # some tokens see fewer keys than their slots name
     assert (ins["seqused_kv"] >= d["WIN"]).all()
     angles = torch.arange(d["T"] * d["HALF_ROPE"], dtype=torch.float64).reshape(d["T"], -1) * 1e-3
-    torch.testing.assert_close(ins["freqs_cos"][:, : d["HALF_ROPE"]].double(), torch.cos(angles).to(torch.bfloat16).double())
+    torch.testing.assert_close(ins["freqs_cos"][:, : d["HALF_ROPE"]].double(),
+                               torch.cos(angles).to(torch.bfloat16).double())
     assert torch.equal(ins["freqs_sin"][:, : d["HALF_ROPE"]], ins["freqs_sin"][:, d["HALF_ROPE"]:])

@@ -100,7 +100,7 @@ def _node(st, b, sched) -> str:
 
 def test_dot_one_cluster_per_loop_block_and_every_edge_labelled(lib):
     split_seen = False
-    for name, size, (tg, sched) in all_views(lib):
+    for name, _size, (tg, sched) in all_views(lib):
         d = parse_dot(render([(tg, sched)], "dot"))
         assert set(d["clusters"]) == {f"cluster_block:{b.name}" for b in sched.blocks}, name
         for b in sched.blocks:
@@ -146,7 +146,8 @@ def test_dot_stage_nodes_show_id_op_params_and_line(lib):
     d = parse_dot(render([(tg, sched)], "dot"))
     for st in tg.stages.values():
         label = d["nodes"][f"stage:{st.id}"]["attrs"]["label"].split("\\n")
-        assert label == [st.id, f"{st.op.name}({st.op.key_params(st.params, st.tiles)})", f"{st.loc.file}:{st.loc.line}"]
+        assert label == [st.id, f"{st.op.name}({st.op.key_params(st.params, st.tiles)})",
+                         f"{st.loc.file}:{st.loc.line}"]
     for b in sched.blocks:
         label = d["cluster_attrs"][f"cluster_block:{b.name}"]["label"].split("\\n")
         assert label[:2] == [f"loop block {b.index}: {b.name}", b.describe_domain()]
@@ -172,7 +173,7 @@ def test_dot_node_ids_are_stable_across_unrelated_edits(tmp_path, lib):
 
 @needs_dot
 def test_svg_parses_and_names_every_stage(lib):
-    for name, size, view in all_views(lib):
+    for name, _size, view in all_views(lib):
         svg = render([view], "svg")
         root = ET.fromstring(svg)
         ns = "{http://www.w3.org/2000/svg}"
@@ -236,7 +237,7 @@ def parse_mermaid(text: str) -> dict:
 
 
 def test_mermaid_structure(lib):
-    for name, size, (tg, sched) in all_views(lib):
+    for _name, _size, (tg, sched) in all_views(lib):
         text = render([(tg, sched)], "mermaid")
         assert not text.startswith("```")
         m = parse_mermaid(text)
@@ -290,7 +291,7 @@ def test_json_nodes_edges_blocks(lib):
 # --- text -------------------------------------------------------------------------------------------------
 
 def test_text_fits_100_columns_and_shows_everything(lib):
-    for name, size, (tg, sched) in all_views(lib):
+    for name, _size, (tg, sched) in all_views(lib):
         text = render([(tg, sched)], "text")
         too_long = [line for line in text.splitlines() if len(line) > 100]
         assert not too_long, too_long

@@ -32,7 +32,8 @@ def test_default_schedule_is_one_block_per_stage_in_file_order(bundled_yaml):
     assert block_names(lib, sizes="small") == [[s] for s in stages]
     # at full size attention moves enough to split its keys across programs: a partial and a combine block
     full = lib[MAIN_KERNEL].typed("full")[1].blocks
-    assert [[s.id for s in b.stages] for b in full] == [[s] for s in stages[:2]] + [["attn"]] + [[s] for s in stages[2:]]
+    one_each = [[s] for s in stages]
+    assert [[s.id for s in b.stages] for b in full] == one_each[:2] + [["attn"]] + one_each[2:]
     assert [b.phase.name if b.phase else None for b in full[1:3]] == ["partial", "combine"]
     sched = lib[MAIN_KERNEL].schedule
     # every tensor between two stages crosses a block boundary: no scratch without fusion
@@ -164,7 +165,8 @@ def test_fuse_rejects_a_consumer_that_reads_beyond_its_domain_point(bundled_yaml
     lib = builder.load("kernels.yaml", text=text, ops=ops)
     assert block_names(lib)[:3] == [["gather"], ["attn"], ["shift"]]
     # pointwise: extract reads its input only at its own domain point, so shift+extract may fuse
-    wide = text.replace("params: {rope: ROPE, layout: interleave}", "params: {rope: ROPE, layout: interleave, block_h: 16}", 1)
+    wide = text.replace("params: {rope: ROPE, layout: interleave}",
+                        "params: {rope: ROPE, layout: interleave, block_h: 16}", 1)
     ok = builder.load("kernels.yaml", text=fused(wide, "[[shift, extract]]"), ops=ops)
     assert block_names(ok)[2] == ["shift", "extract"]
     # not pointwise: shift reads attn.o beyond the point, it needs all of attn done first

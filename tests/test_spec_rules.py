@@ -224,10 +224,10 @@ def _bad_value_zero_extent(b: str) -> Expect:
 
 
 def _bad_value_zero_divisor(b: str) -> Expect:
-    """A param the op's shape rule divides by is 0: a diagnostic, not a ZeroDivisionError."""
+    """A param the op's shape rule divides by is 0: a diagnostic at the param, not a ZeroDivisionError."""
     pack = (MAIN, "\n      pack:")
     t = edit(b, "params: {groups: O_GROUPS}", "params: {groups: 0}", after=pack)
-    return Expect(t, position(t, "{groups: 0}", after=pack), ("`pack`",))
+    return Expect(t, position(t, "0}", after=pack + ("groups: ",)), ("`pack`", "`groups` = 0"))
 
 
 def _illegal_fuse(b: str) -> Expect:

@@ -269,7 +269,8 @@ def test_programs_are_the_launchers_grid(lib):
     grids = {ast.unparse(s.func.value): s.func.slice for s in ast.walk(run)
              if isinstance(s, ast.Call) and isinstance(s.func, ast.Subscript)}
     for b in sched.blocks:
-        grid = eval(compile(ast.Expression(grids[kernel_name(b, faces)]), "<grid>", "eval"), {**consts, "triton": _Triton})
+        grid = eval(compile(ast.Expression(grids[kernel_name(b, faces)]), "<grid>", "eval"),
+                    {**consts, "triton": _Triton})
         n = 1
         for g in grid:
             n *= g

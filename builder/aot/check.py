@@ -8,12 +8,13 @@ tile params (`block_*`) of the block's stages, the knobs that change all four.
 from __future__ import annotations
 
 from ..diagnostics import Diagnostic
+from ..rules import CATALOGUE
 from ..schedule import LoopBlock
 from ..sol import Cost, human
 from ..targets import FILL_BYTES, Target
 from .resources import Resources
 
-RULES = ("gpu-resources", "gpu-underuse")
+RULES = tuple(r.id for r in CATALOGUE if r.kind == "target")
 
 
 def tile_params(block: LoopBlock) -> list[str]:
@@ -55,6 +56,6 @@ def findings(block: LoopBlock, res: Resources, cost: Cost, target: Target) -> li
         warn(f"{what}: {res.dots - res.tensor_core_dots} of {res.dots} tl.dot run on CUDA cores, not tensor cores",
              "tensor cores need bf16, fp16, int8 or tf32 operands (an fp32 dot with input_precision=\"ieee\" "
              "never uses them) and at least 16 rows, columns and depth")
-    if cost.bytes >= FILL_BYTES and block.programs < dev.sms:
+    if cost.bytes >= FILL_BYTES and block.programs < target.sms:
         warn(f"{what} moves {human(cost.bytes, 'B')} with {block.programs} programs; {dev.name} has {dev.sms} SMs")
     return out

@@ -50,11 +50,11 @@ def block_source(module: str, fn_name: str) -> str:
     needed: set[int] = set()
     todo = [fn_name]
     while todo:
-        stmt = defines.get(todo.pop())
-        if stmt is None or id(stmt) in needed:
+        found = defines.get(todo.pop())
+        if found is None or id(found) in needed:
             continue
-        needed.add(id(stmt))
-        todo += [n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)]
+        needed.add(id(found))
+        todo += [n.id for n in ast.walk(found) if isinstance(n, ast.Name)]
     lines = module.splitlines()
     parts = []
     for stmt in tree.body:
@@ -80,7 +80,7 @@ def run_jobs(jobs: Iterable[Job], workers: int, progress: Optional[Callable[[str
     unique: dict[str, Job] = {}
     for job in jobs:
         unique.setdefault(job.key, job)
-    todo = queue.SimpleQueue()
+    todo: queue.SimpleQueue[Job] = queue.SimpleQueue()
     for job in sorted(unique.values(), key=lambda j: -j.weight):
         todo.put(job)
     results: dict[str, Resources] = {}
@@ -122,11 +122,13 @@ def _start_worker(cache: str):
         yield proc
     finally:
         with contextlib.suppress(OSError):
-            proc.stdin.close()
+            if proc.stdin is not None:
+                proc.stdin.close()
         proc.wait()
 
 
 def _ask(proc: subprocess.Popen, job: Job) -> Resources:
+    assert proc.stdin is not None and proc.stdout is not None  # _start_worker opens both as pipes
     proc.stdin.write(json.dumps({"source": job.source, "fn_name": job.fn_name, "signature": dict(job.signature),
                                  "cc": job.cc}) + "\n")
     proc.stdin.flush()

@@ -62,14 +62,14 @@ class Prediction:
 
 def predict(cost: Cost, programs: int, res: Resources, target: Target) -> Prediction:
     dev, occ = target.device, occupancy(res, target.arch)
-    busy = min(programs, dev.sms)
+    busy = min(programs, target.sms)
     if res.error is not None:
         return Prediction(None, occ, busy, "does not compile", fits=False)
-    per_sm = -(-programs // dev.sms)              # programs the busiest SM runs
-    share = per_sm * dev.sms / programs           # its work relative to an even spread over every SM
+    per_sm = -(-programs // target.sms)           # programs the busiest SM runs
+    share = per_sm * target.sms / programs        # its work relative to an even spread over every SM
     resident_warps = res.warps * min(max(1, occ.programs_per_sm), per_sm)
     hidden = min(1.0, resident_warps / LATENCY_WARPS)
-    memory = cost.bytes / (dev.bandwidth * ACHIEVABLE) * share / hidden
+    memory = cost.bytes / (target.bandwidth * ACHIEVABLE) * share / hidden
     tensor = res.dots > 0 and res.tensor_core_dots == res.dots
     compute = sum(f / dev.peaks[kind if tensor else "fp32"] for kind, f in cost.flops.items()) * share
     bound = "memory" if memory >= compute else "compute"

@@ -46,17 +46,21 @@ class TargetReport:
 
     @property
     def floor_s(self) -> Optional[float]:
-        parts = [b.floor_s for b in self.blocks]
-        return None if None in parts else sum(parts)
+        return _total([b.floor_s for b in self.blocks])
 
     @property
     def predicted_s(self) -> Optional[float]:
-        parts = [b.prediction.time_s for b in self.blocks]
-        return None if None in parts else sum(parts)
+        return _total([b.prediction.time_s for b in self.blocks])
 
     @property
     def compile_s(self) -> float:
         return sum(b.resources.compile_s for b in self.blocks)
+
+
+def _total(parts: list[Optional[float]]) -> Optional[float]:
+    """The sum, or None when any part is unknown."""
+    known = [p for p in parts if p is not None]
+    return sum(known) if len(known) == len(parts) else None
 
 
 def build(tg: TypedGraph, sched: Schedule, target: Target, resources: list[Resources]) -> TargetReport:
@@ -78,7 +82,7 @@ def _model(p: Prediction) -> str:
 
 def heading(target: Target) -> str:
     dev, arch = target.device, target.arch
-    return (f"target {target.name}: {dev.name}, {dev.sms} SMs, {human(dev.bandwidth, 'B/s')}, "
+    return (f"target {target.name}: {dev.name}, {target.sms} SMs, {human(target.bandwidth, 'B/s')}, "
             f"{arch.smem_per_block} B shared memory per program; Triton {version('triton')} ahead of time")
 
 
@@ -94,14 +98,14 @@ def text(r: TargetReport) -> list[str]:
         if res.error is not None:
             lines.append(f"    {name:<{width}}  does not compile ({res.compile_s:.2f} s)")
             continue
-        lines.append(f"    {name:<{width}}  {res.registers:>4}  {res.spill_stores:>7}  {res.shared:>7}  {res.warps:>5}  "
-                     f"{b.block.programs:>8}  {p.occupancy.programs_per_sm:>6}  {b.tensor_cores:<12}  "
+        lines.append(f"    {name:<{width}}  {res.registers:>4}  {res.spill_stores:>7}  {res.shared:>7}  "
+                     f"{res.warps:>5}  {b.block.programs:>8}  {p.occupancy.programs_per_sm:>6}  {b.tensor_cores:<12}  "
                      f"{res.compile_s:>9.2f}  {_us(b.floor_s):>8}  {_model(p):>8}")
     errors = sum(d.severity == "error" for d in r.diagnostics)
     warnings = len(r.diagnostics) - errors
-    lines.append(f"    predicted {_us(r.predicted_s)} us beside the floor of {_us(r.floor_s)} us on {r.target.device.name}"
-                 f" ({errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}; "
-                 f"compile {r.compile_s:.1f} s)")
+    lines.append(f"    predicted {_us(r.predicted_s)} us beside the floor of {_us(r.floor_s)} us on "
+                 f"{r.target.device.name} ({errors} error{'s' * (errors != 1)}, "
+                 f"{warnings} warning{'s' * (warnings != 1)}; compile {r.compile_s:.1f} s)")
     if not all(b.prediction.fits for b in r.blocks):
         lines.append("    * cannot launch as compiled (see the errors); modelled as if one program per SM fit")
     lines += textwrap.wrap(f"predicted = {ASSUMPTIONS}", 100, initial_indent="    ", subsequent_indent="      ")
@@ -145,4 +149,5 @@ def cluster_fit(b: BlockReport, target: Target) -> Fit:
     dots = f"tensor cores {b.tensor_cores}" if res.dots else "no dot"
     return Fit(target.name, (f"{target.sm}: {res.registers} regs, {spill}, smem {human(res.shared, 'B')}, "
                              f"{res.warps} warps x {b.block.programs} programs, {dots}",
-                             f"{target.sm}: model {_model(p)} us beside the floor {_us(b.floor_s)} us (not measured)"), data)
+                             f"{target.sm}: model {_model(p)} us beside the floor {_us(b.floor_s)} us "
+                             "(not measured)"), data)

@@ -21,7 +21,7 @@ WIDTH = 100
 def spec_label(file: str) -> str:
     """How generated files name their spec: relative to the current directory when it lies below it,
     else by its name alone (an author's absolute paths stay out of generated code)."""
-    rel = os.path.relpath(file) if os.path.isabs(file) else os.path.normpath(file)
+    rel = os.path.relpath(os.path.abspath(file))   # `../here/k.yaml` from `here` is `k.yaml`
     return os.path.basename(file) if rel.startswith("..") or os.path.isabs(rel) else rel
 
 
@@ -84,7 +84,7 @@ class FileContext:
             if axis.tile != 1:
                 self.tile(block, axis, per)
 
-    def dim_constants(self, code: str) -> list[tuple[str, int, str]]:
+    def dim_constants(self, code: str) -> list[tuple[str, int | float, str]]:
         """(name, value, expression) of each kernel dim `code` uses, free dims first, then derived."""
         used = self.table.used(code)
         free = [(n, self.tg.dims[n], "") for n in self.tg.spec.sizes[self.tg.dims.size_set] if n in used]

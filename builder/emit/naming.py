@@ -151,7 +151,7 @@ class NameTable:
 
 def _rename(chunk: str, clash: set[str], avoid: set[str]) -> str:
     """Rename plain-name tokens in `clash` (not attributes, not keyword-argument names)."""
-    fresh = {}
+    fresh: dict[str, str] = {}
     for old in sorted(clash):
         new, n = f"{old}_", 1
         while new in avoid or new in fresh.values():
@@ -206,6 +206,7 @@ def _rename_in_fstring(literal: str, fresh: dict[str, str]) -> str:
             depth -= 1
         elif depth and (ch.isalpha() or ch == "_") and not (out and (out[-1][-1:].isalnum() or out[-1][-1:] in "._")):
             m = re.match(r"[A-Za-z_]\w*", literal[i:])
+            assert m is not None  # `ch` starts a word
             word = m.group(0)
             out.append(fresh.get(word, word))
             i += len(word)

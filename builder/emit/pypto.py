@@ -21,6 +21,7 @@ from ..schedule import LoopBlock, Schedule
 from ..spec import DType
 from ..dtypes import pl_code, torch_code
 from ..stage_api import TensorType
+from ..stagefault import in_stage
 from . import naming
 from .common import BodyCtx, FileContext, default_var, docstring, header, indent, spec_label, wrap_long_lines
 
@@ -185,7 +186,8 @@ def _block(block: LoopBlock, tg: TypedGraph, file: FileContext, names: Names) ->
         for stage in block.stages:
             body.append(f"# stage {stage.id} ({stage.op.name})")
             ctx = PyptoCtx(stage, block, tg, file, names, setup, sizes)
-            tile_body = stage.op.pypto(ctx)
+            with in_stage(stage.id, stage.op.name, stage.loc, "writing its PyPTO tile body"):
+                tile_body = stage.op.pypto(ctx)
             body += ctx.prologue + tile_body
         if any(last.values()):
             nests.append("# the last, partial tile of " + ", ".join(v for v, t in last.items() if t))

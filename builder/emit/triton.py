@@ -17,6 +17,7 @@ from .. import dtypes
 from ..dtypes import torch_code, triton_code
 from ..spec import DType
 from ..stage_api import next_pow2
+from ..stagefault import in_stage
 from . import naming
 from .common import (WIDTH, BodyCtx, FileContext, default_var, docstring, header, indent, spec_label,
                      tuple_code, wrap_long_lines)
@@ -154,7 +155,9 @@ def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: 
             lines.append("    tl.debug_barrier()  # the next stage reads this program's stores")
         lines.append(f"    # stage {stage.id} ({stage.op.name}), "
                      f"{naming.comment(spec_label(stage.loc.file))}:{stage.loc.line}")
-        lines += indent(stage.op.triton(TritonCtx(stage, block, tg, file, helpers)), 4)
+        with in_stage(stage.id, stage.op.name, stage.loc, "writing its Triton tile body"):
+            body = stage.op.triton(TritonCtx(stage, block, tg, file, helpers))
+        lines += indent(body, 4)
     return "\n".join(lines)
 
 
@@ -229,7 +232,7 @@ def emit(tg: TypedGraph, sched: Schedule) -> str:
 
 def emit_with_interfaces(tg: TypedGraph, sched: Schedule) -> tuple[str, list[BlockInterface]]:
     """The module's source, and the interface of each of its block kernels."""
-    file, helpers = FileContext(tg), set()
+    file, helpers = FileContext(tg), set[str]()
     chunks = [_block_kernel(b, tg, file, helpers) for b in sched.blocks]
     interfaces = [BlockInterface(b.index, file.table.show(_kernel_name(b, file)),
                                  tuple((file.table.show(ptr(file.table, r)), r) for r in block_refs(b)))

@@ -31,12 +31,12 @@ def run(args, lib, kernels, gpus=()) -> int:
         kernel_models = models(views, against)
         if gpus:
             kernel_models = _with_fits(kernel_models, kernels, args, gpus)
-        rendered: dict[str, object] = {}
+        rendered: dict[str, str | bytes] = {}
         for _, fmt in targets:  # render everything before writing anything
             if fmt not in rendered:
                 rendered[fmt] = render_models(kernel_models, fmt)
     except SpecError as exc:
-        print(exc.report(getattr(exc, "file", args.against)), file=sys.stderr)
+        print(exc.report(exc.file or args.against), file=sys.stderr)
         return 2
     except (GraphUsageError, RenderError) as exc:
         print(f"build: error: {exc}", file=sys.stderr)

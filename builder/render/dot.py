@@ -70,7 +70,8 @@ def _kernel(m: KernelModel, prefix: str, ind: str) -> list[str]:
             out.append(f"{ind}{nid(n.id)} {_node_attrs(n)};")
     for b in m.blocks:
         out.append(f"{ind}subgraph {quote('cluster_' + prefix + b.id)} {{")
-        lines = [f"loop block {b.index}: {b.name}", b.domain] + ([b.cost] if b.cost else []) + [x for f in b.fits for x in f.lines]
+        lines = [f"loop block {b.index}: {b.name}", b.domain] + ([b.cost] if b.cost else [])
+        lines += [x for f in b.fits for x in f.lines]
         if b.status == CHANGED and b.was:
             lines.append(f"was: {b.was}")
         style, color, pen = '"rounded"', '"#8c959f"', None

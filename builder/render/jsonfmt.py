@@ -8,8 +8,9 @@ Schema `kernel-builder.graph/1`:
                 "bytes", "flops", "targets"?}]}]}
 "targets" (with `--target` only) lists, per GPU, what the block compiled to: registers, spills,
 shared memory, warps, programs, tensor-core dots, floor and modelled time (no compile time: the
-rendering stays deterministic). A diff adds "against" to each kernel and "status" (added | removed | changed | null) plus "was"
-(the old value, changed items only) to every node, edge and block. Key order is fixed.
+rendering stays deterministic). A diff adds "against" to each kernel and "status" (added | removed |
+changed | null) plus "was" (the old value, changed items only) to every node, edge and block. Key
+order is fixed.
 """
 from __future__ import annotations
 

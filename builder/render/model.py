@@ -173,7 +173,7 @@ class KernelModel:
     def summary(self) -> dict[str, dict[str, int]]:
         """Diff counts: {"stages": {"added": 1, ...}, ...} (statuses that occur only)."""
         out: dict[str, dict[str, int]] = {}
-        groups = {"inputs": [n for n in self.nodes if n.kind == "input"],
+        groups: dict[str, list] = {"inputs": [n for n in self.nodes if n.kind == "input"],
                   "stages": [n for n in self.nodes if n.kind == "stage"],
                   "outputs": [n for n in self.nodes if n.kind == "output"],
                   "edges": self.edges, "loop blocks": self.blocks}
@@ -282,9 +282,10 @@ def diff(new: Optional[KernelModel], old: Optional[KernelModel]) -> KernelModel:
     consumer, port) and then type and buffer-ness, loop blocks by name and then domain and cost.
     Line numbers never count as a change.
     """
-    if new is None and old is None:
-        raise ValueError("diff needs at least one side")
-    new = new or empty_like(old)
+    if new is None:
+        if old is None:
+            raise ValueError("diff needs at least one side")
+        new = empty_like(old)
     old = old or empty_like(new)
 
     nodes: list[Node] = []
@@ -331,6 +332,7 @@ def _merge(new_items: list, old_items: list, key, change) -> list:
 def _node_change(new: Node, old: Node) -> Optional[str]:
     if new.kind == "stage":
         return None if (new.op, new.params) == (old.op, old.params) else old.call
+    assert new.type is not None and old.type is not None  # inputs and outputs carry their type
     if new.kind == "output" and new.ref != old.ref:
         return f"{old.ref} {old.type.describe()}"
     return None if new.type == old.type else new.type.was(old.type)

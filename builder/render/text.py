@@ -20,7 +20,8 @@ LEGEND = ("legend: <- reads   <= reads a buffer   -> block-local tensor   => buf
 
 class _Lines:
     def __init__(self, diffing: bool):
-        self.diffing, self.lines = diffing, []
+        self.diffing = diffing
+        self.lines: list[str] = []
 
     def add(self, text: str, status: Optional[str] = None, indent: str = "", hang: int = 4,
             was: Optional[str] = None, right: str = "") -> None:
@@ -69,6 +70,7 @@ def _kernel(out: _Lines, m: KernelModel) -> None:
         out.add("inputs")
         width = max(len(n.name) for n in inputs)
         for n in inputs:
+            assert n.type is not None  # inputs carry their type
             readers = _readers(m, n.id, n.name, n.status)
             text = f"{n.name:<{width}}  {n.type.describe()}" + (f"  -> {readers}" if readers else "  (unused)")
             out.add(text, n.status, "  ", hang=width + 4, was=n.was)

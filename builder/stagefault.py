@@ -1,0 +1,39 @@
+"""An exception raised inside a stage op's code, located at the stage that ran it.
+
+builder/ calls into an op (infer, tiles, domain, tile bodies, golden) only through `in_stage`: what the
+op raises, other than the usage errors it is allowed to raise (StageError, ExprError), is a bug of the
+op, reported as `FILE:LINE:COL: internal error in stage ID (op): ...` with its traceback kept (the
+original exception is the `__cause__`), and exit status 3, never as a usage error.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from .diagnostics import Location
+
+
+class StageFault(Exception):
+    """An op's code raised while working on one stage; `__cause__` is what it raised."""
+
+    def __init__(self, stage: str, op: str, loc: Location, during: str, cause: BaseException):
+        self.stage, self.op, self.loc, self.during = stage, op, loc, during
+        what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        super().__init__(f"{loc}: internal error in stage {stage} ({op}): {what} (while {during})")
+
+    def render(self) -> str:
+        """The located line and a hint, as `build` prints them below the op's traceback."""
+        return f"{self}\n  hint: a bug of op `{self.op}` (stages/), not of the spec; the traceback above shows where"
+
+
+@contextmanager
+def in_stage(stage: str, op: str, loc: Location, during: str, allowed: tuple = ()) -> Iterator[None]:
+    """Run an op's code for `stage`; exceptions of the `allowed` types pass unchanged."""
+    try:
+        yield
+    except StageFault:
+        raise
+    except allowed:
+        raise
+    except Exception as exc:
+        raise StageFault(stage, op, loc, during, exc) from exc
