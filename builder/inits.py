@@ -22,7 +22,8 @@ def init_uniform(shape, seed, *, low, high, scale):
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    return (torch.rand(shape, generator=gen) * (high - low) + low) * scale
+    # in place, in the order of `(rand * (high - low) + low) * scale`: the same values, no temporaries
+    return torch.rand(shape, generator=gen).mul_(high - low).add_(low).mul_(scale)
 
 
 def init_fill(shape, seed, *, value):
@@ -85,9 +86,9 @@ def init_int8_rows(shape, seed, *, low, high, scale, part):
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    w = ((torch.rand(shape, generator=gen) * (high - low) + low) * scale).to(torch.bfloat16).float()
+    w = torch.rand(shape, generator=gen).mul_(high - low).add_(low).mul_(scale).to(torch.bfloat16).float()
     amax = w.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
-    return torch.round(w * (127.0 / amax)) if part == "values" else (amax / 127.0).squeeze(-1)
+    return w.mul_(127.0 / amax).round_() if part == "values" else (amax / 127.0).squeeze(-1)
 
 
 class Recipe(Params):

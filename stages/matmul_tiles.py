@@ -6,9 +6,7 @@ slices and accumulation live here once per backend.
 """
 from __future__ import annotations
 
-from typing import Any
-
-from typing import Optional
+from typing import Any, Optional
 
 from pydantic import Field
 
@@ -67,27 +65,35 @@ def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, row
     a_rows = f"({a_row0} + r)" if a_row0 != "0" else "r"
     w_rows = f"({w_row0} + n)" if w_row0 != "0" else "n"
     columns = c.lanes("n", "nb")  # first: it defines the columns' mask
-    depth = ["k_ok[None, :]"] if k_tile.tail else []
+    # Both tiles' addresses are computed once and advanced by a step of K each iteration, and the
+    # masks that do not depend on K are built before the loop: fewer integer ops per step.
     if w_kn:
-        w_mask = " & ".join(filter(None, [c.mask("k", "n")] + ["k_ok[:, None]"] * bool(k_tile.tail)))
-        w_at = f"k[:, None] * {n_dim} + {w_rows}[None, :]"
+        w_at, w_step, w_cols = f"k[:, None] * {n_dim} + {w_rows}[None, :]", f"{bk} * {n_dim}", c.mask("k", "n")
     else:
-        w_mask = " & ".join(filter(None, [c.mask("n", "k")] + depth))
-        w_at = f"{w_rows}[:, None] * {k_dim} + k[None, :]"
+        w_at, w_step, w_cols = f"{w_rows}[:, None] * {k_dim} + k[None, :]", bk, c.mask("n", "k")
+    a_mask, w_mask = "a_ok", "w_ok" if w_cols else None
+    if k_tile.tail:  # the last step runs past K: its lanes are masked too
+        a_mask += " & k_ok[None, :]"
+        w_mask = " & ".join(filter(None, [w_mask, "k_ok[:, None]" if w_kn else "k_ok[None, :]"]))
     if split_k > 1:
         slice_ = c.const("K_SLICE", k_tile.extent.value, f"{k_tile.extent.text}: the depth of one of the K slices")
         start, end, into = "s * " + slice_, f"s * {slice_} + {slice_}", "part"
     else:
         start, end, into = "0", k_dim, "acc"
-    loop = [f"for k0 in range({start}, {end}, {bk}):",
-            f"    k = k0 + tl.arange(0, {bk})",
-            ] + [f"    k_ok = k < {end}"] * bool(k_tile.tail) + [
-            f"    a = tl.load({a} + {a_rows}[:, None] * {k_dim} + k[None, :], "
-            f"mask={' & '.join(['live[:, None]'] + depth)}, other=0)",
-            f"    w = tl.load({w} + {w_at}" + (f", mask={w_mask}, other=0)" if w_mask else ")"),
+    first = f"{start} + tl.arange(0, {bk})" if start != "0" else f"tl.arange(0, {bk})"
+    loop = [f"k = {first}",
+            f"a_at = {a} + {a_rows}[:, None] * {k_dim} + k[None, :]",
+            f"w_at = {w} + {w_at}",
+            f"for k0 in range({start}, {end}, {bk}):",
+            ] + [f"    k_ok = k0 + tl.arange(0, {bk}) < {end}"] * bool(k_tile.tail) + [
+            f"    a = tl.load(a_at, mask={a_mask}, other=0)",
+            "    w = tl.load(w_at" + (f", mask={w_mask}, other=0)" if w_mask else ")"),
             f"    {into} += {dot}",
+            f"    a_at += {bk}",
+            f"    w_at += {w_step}",
     ]
-    head = [f"r = tl.arange(0, {pad})", *columns, f"live = r < {rows}", f"acc = tl.zeros([{pad}, {bn}], {acc_type})"]
+    head = [f"r = tl.arange(0, {pad})", *columns, f"live = r < {rows}", f"acc = tl.zeros([{pad}, {bn}], {acc_type})",
+            "a_ok = live[:, None]"] + [f"w_ok = {w_cols}"] * bool(w_cols)
     if split_k > 1:
         split = c.const("SPLIT_K", split_k, "K slices, each summed on its own, added in ascending order")
         return head + [f"for s in range(0, {split}):", f"    part = tl.zeros([{pad}, {bn}], {acc_type})"] + [

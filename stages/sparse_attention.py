@@ -156,19 +156,30 @@ class SparseAttention(Op):
         split, pv = exact_dot("p", "kv", a_exact=False)
         if c.phase == "partial":
             piece = c.stride("ks")
-            loop = [f"first = ks * {piece}", f"for n0 in range(first, tl.minimum(first + {piece}, {keys}), {bn}):"]
+            first, end = "first", f"tl.minimum(first + {piece}, {keys})"
+            loop = [f"first = ks * {piece}"]
         else:
-            loop = [f"for n0 in range(0, {keys}, {bn}):"]
+            first, end, loop = "0", keys, []
+        # addresses advanced by a step each iteration; a per-step `n` only when the last step is short
+        tail = c.stage.tiles["block_n"].tail
+        keys_at = f"{first} + tl.arange(0, {bn})" if first != "0" else f"tl.arange(0, {bn})"
+        loop += [f"n = {keys_at}",
+                 f"valid_at = {c.src('valid')} + t * {keys} + n",
+                 f"kv_at = {c.src('kv')} + (t * {keys} + n)[:, None] * {d} + d[None, :]",
+                 f"for n0 in range({first}, {end}, {bn}):"]
+        if tail:
+            live = [f"    n = n0 + tl.arange(0, {bn})",
+                    f"    live = (n < {keys}) & (tl.load(valid_at, mask=n < {keys}, other=0) != 0)"]
+        else:
+            live = ["    live = tl.load(valid_at) != 0"]
         return [
             "q = " + c.load(f"{c.src('q')} + {heads}", "h", "d") + ".to(tl.float32)",
             f"m = tl.full([{bh}], -1.0e30, tl.float32)  # finite: a token with no valid key ends with o = 0",
             f"l = tl.zeros([{bh}], tl.float32)",
             f"acc = tl.zeros([{bh}, {c.span_width('d')}], tl.float32)",
             *loop,
-            f"    n = n0 + tl.arange(0, {bn})",
-            f"    live = (n < {keys}) & (tl.load({c.src('valid')} + t * {keys} + n, mask=n < {keys}, other=0) != 0)",
-            "    kv = " + c.load(f"{c.src('kv')} + (t * {keys} + n)[:, None] * {d} + d[None, :]", "n", "d",
-                              mask="live[:, None]"),
+            *live,
+            "    kv = " + c.load("kv_at", "n", "d", mask="live[:, None]"),
             "    kv = kv.to(tl.float32)",
             f"    s = {qk} * {scale}",
             "    s = tl.where(live[None, :], s, float(\"-inf\"))",
@@ -180,6 +191,8 @@ class SparseAttention(Op):
             f"    pv = {pv}",
             "    acc = acc * alpha[:, None] + pv",
             "    m = m_new",
+            f"    valid_at += {bn}",
+            f"    kv_at += {bn} * {d}",
         ]
 
     def _triton_merge(self, c) -> list[str]:

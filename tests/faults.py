@@ -61,7 +61,7 @@ FAULTS = {
         "gather"),
     "gather ignores seqused": ("gather_kv", {"seq = tl.load(seqused_kv_ptr + t)": "seq = TOPK"}, "gather"),
     "last key block unmasked": ("sparse_attention", {
-        "other=0) != 0)": "other=0) != 0) | (n0 + ATTN_BLOCK_N >= TOPK)"}, "attn"),
+        "live = tl.load(valid_at) != 0": "live = (tl.load(valid_at) != 0) | (n0 + ATTN_BLOCK_N >= TOPK)"}, "attn"),
 }
 PYPTO_FAULTS = {
     "swap even/odd lanes": ("rope_extract", {"extract_even[": "extract_odd[", "extract_odd[": "extract_even["},
