@@ -14,18 +14,11 @@ code is untouched: the interpreter still runs exactly what a GPU would run.
   (tests/test_triton_interpreter.py checks every bf16 pattern and a spread of fp32 ones).
 - An int8 `tl.dot` runs as numpy's integer matmul (no BLAS). Through float64 BLAS it is exact: every
   partial sum of int8 products is an integer far below 2**53, and the int32 result wraps the same.
-- It runs the programs of a launch one after another. Programs of one launch never depend on each
-  other (that is what a grid means), so on Linux a launch's programs are dealt out round-robin to
-  forked workers (one per CPU; `KB_INTERPRETER_WORKERS` overrides), its tensors in shared memory.
-  A launch with atomics is left serial: forked workers would race on them.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
-import os
-import sys
 
 import numpy as np
 
@@ -53,16 +46,6 @@ def install() -> None:
     builder_cls = type(interpreter.interpreter_builder)
     if hasattr(builder_cls, "create_dot"):
         builder_cls.create_dot = _int8_dot_through_blas(builder_cls.create_dot)
-    if sys.platform == "linux":
-        _deal_programs_to_workers(interpreter)
-
-
-def workers() -> int:
-    """Processes a launch's programs are dealt to: `KB_INTERPRETER_WORKERS`, else one per CPU."""
-    text = os.environ.get("KB_INTERPRETER_WORKERS", "")
-    if text.isdigit() and int(text) > 0:
-        return min(int(text), 64)
-    return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
 
 
 def _patch_lang_once_per_launch(interpreter) -> None:
@@ -127,117 +110,3 @@ def _int8_dot_through_blas(create_dot):
 
     return dot
 
-
-def _deal_programs_to_workers(interpreter) -> None:
-    """Wrap each launch so that program `i` of the grid runs in worker `i % workers()`; worker 0 is
-    this process, the others are forked at the first program and leave after the last one."""
-    import torch
-
-    executor = interpreter.GridExecutor
-    serial_call = executor.__call__
-
-    def tensors(args, kwargs):
-        for value in (*args, *kwargs.values()):
-            if isinstance(value, torch.Tensor) and value.device.type == "cpu":
-                yield value
-
-    def launch(self, *args, **kwargs):
-        grid = self.grid
-        count = workers()
-        if callable(grid) or np.prod(grid) < 2 * count or _may_use_atomics(self.fn):
-            return serial_call(self, *args, **kwargs)
-        for t in tensors(args, kwargs):
-            t.share_memory_()  # in place for every view of the storage: the workers' writes land here
-        serial_fn, dims = self.fn, tuple(grid) + (1,) * (3 - len(grid))
-        team = _Team(count, dims)
-
-        program = _Program(serial_fn, team, dims, interpreter.interpreter_builder)
-        self.fn = program
-        try:
-            return serial_call(self, *args, **kwargs)
-        finally:
-            self.fn = serial_fn
-            team.join()
-
-    executor.__call__ = functools.wraps(serial_call)(launch)
-
-
-@functools.lru_cache(maxsize=None)
-def _may_use_atomics(fn) -> bool:
-    try:
-        return "atomic" in inspect.getsource(fn)
-    except (OSError, TypeError):
-        return True  # unknown: stay serial
-
-
-class _Program:
-    """Stands in for the kernel function: runs the programs dealt to this worker, skips the others.
-    It shows the executor the kernel's signature (to bind arguments) and globals (to patch `tl`)."""
-
-    def __init__(self, fn, team: "_Team", dims: tuple[int, ...], builder):
-        self.fn, self.team, self.dims, self.builder = fn, team, dims, builder
-        self.__globals__ = fn.__globals__
-        self.__signature__ = inspect.signature(fn)
-        self.__name__ = fn.__name__
-
-    def __call__(self, **named):
-        team = self.team
-        team.start()
-        x, y, z = self.builder.grid_idx
-        index = (x * self.dims[1] + y) * self.dims[2] + z
-        try:
-            if index % team.count == team.worker:
-                self.fn(**named)
-        except BaseException as e:
-            team.fail(e)
-            raise
-        team.finish_if_last(index)
-
-
-class _Team:
-    """The forked workers of one launch. Worker 0 is the launching process."""
-
-    def __init__(self, count: int, dims: tuple[int, ...]):
-        self.count, self.last = count, dims[0] * dims[1] * dims[2] - 1
-        self.worker = 0
-        self.children: list[tuple[int, int]] = []  # (pid, read end of its error pipe)
-        self.started = False
-        self.error_pipe = -1
-
-    def start(self) -> None:
-        if self.started:
-            return
-        self.started = True
-        for worker in range(1, self.count):
-            read, write = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(read)
-                self.worker, self.error_pipe, self.children = worker, write, []
-                return
-            os.close(write)
-            self.children.append((pid, read))
-
-    def fail(self, error: BaseException) -> None:
-        if self.worker:
-            os.write(self.error_pipe, repr(error).encode()[:4000])
-            os._exit(1)
-
-    def finish_if_last(self, index: int) -> None:
-        # a worker leaves before the executor copies results back: that is the launching process's job
-        if self.worker and index == self.last:
-            os._exit(0)
-
-    def join(self) -> None:
-        errors = []
-        for pid, read in self.children:
-            _, status = os.waitpid(pid, 0)
-            message = os.read(read, 4096).decode(errors="replace")
-            os.close(read)
-            if status:
-                errors.append(message or f"worker {pid} ended with status {status}")
-        self.children = []
-        if errors:
-            from triton.runtime.errors import InterpreterError
-
-            raise InterpreterError(errors[0])

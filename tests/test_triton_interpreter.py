@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import inspect
-import os
 
 import numpy as np
 import pytest
@@ -80,8 +79,6 @@ def test_integer_overflow_shadows_are_off():
 
 
 def test_an_int8_dot_through_blas_is_exact_and_wraps_like_int32():
-    from builder.triton_interpreter import _int8_dot_through_blas
-
     builder_cls = type(interpreter.interpreter_builder)
     blas, numpy_int = builder_cls.create_dot, builder_cls.create_dot.__wrapped__
     rng = np.random.default_rng(1)
@@ -93,42 +90,4 @@ def test_an_int8_dot_through_blas_is_exact_and_wraps_like_int32():
         want = numpy_int(interpreter.interpreter_builder, a, b, d, None, 0).data
         got = blas(interpreter.interpreter_builder, a, b, d, None, 0).data
         assert got.dtype == np.int32 and np.array_equal(got, want)
-    assert _int8_dot_through_blas  # the wrapper under test is the installed one
-    assert builder_cls.create_dot.__name__ == "create_dot"
 
-
-@triton.jit
-def _program_ids(out_ptr, N: tl.constexpr):
-    pid = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
-    tl.store(out_ptr + pid * N + tl.arange(0, N), pid * 10 + tl.arange(0, N))
-
-
-def test_programs_dealt_to_workers_write_what_one_process_writes(monkeypatch):
-    forks = []
-    real_fork = os.fork
-    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or real_fork())
-    out = {}
-    for count in ("1", "3"):
-        monkeypatch.setenv("KB_INTERPRETER_WORKERS", count)
-        buf = torch.full((7 * 5, 4), -1, dtype=torch.int32)
-        view = buf.view(7, 5, 4)  # a view taken before the launch sees the workers' writes too
-        _program_ids[(7, 5)](buf, 4)
-        out[count] = view.clone()
-    want = (torch.arange(35).view(7, 5, 1) * 10 + torch.arange(4)).to(torch.int32)
-    assert torch.equal(out["1"], want) and torch.equal(out["3"], want)
-    assert len(forks) == 2  # serial with one worker; two forked for three
-
-
-def test_a_failing_program_in_a_worker_fails_the_launch(monkeypatch):
-    monkeypatch.setenv("KB_INTERPRETER_WORKERS", "2")
-    buf = torch.zeros(8, dtype=torch.int32)
-    with pytest.raises(Exception, match="program 5 fails"):
-        _fails_in_program_5[(8,)](buf)
-
-
-@triton.jit
-def _fails_in_program_5(out_ptr):
-    pid = tl.program_id(0)
-    tl.store(out_ptr + pid, pid)
-    if pid == 5:  # a worker's program when there are two
-        tl.static_assert(False, "program 5 fails")
