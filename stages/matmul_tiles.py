@@ -54,14 +54,15 @@ def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, row
     pad = c.const("ROWS", dot_rows(rows_dim.value), f"{rows_dim.text} rows padded for tl.dot")
     bk, k_tile = _block_k(c)
     bn = c.tile("nb")
+    into = "part" if split_k > 1 else "acc"
     w_tile = "w.to(tl.float32)" if w_kn else "tl.trans(w.to(tl.float32))"
     if dtype is DType.int8:
         w_int = "w" if w_kn else "tl.trans(w)"
-        acc_type, dot = "tl.int32", f"tl.dot(a, {w_int}, out_dtype=tl.int32)"
+        acc_type, dot = "tl.int32", f"tl.dot(a, {w_int}, {into}, out_dtype=tl.int32)"
     else:  # on tensor cores, exactly (stages/dots.py)
         acc_type = "tl.float32"
         exact = dtype is DType.bf16
-        _, dot = exact_dot("a.to(tl.float32)", w_tile, exact, exact)
+        _, dot = exact_dot("a.to(tl.float32)", w_tile, exact, exact, acc=into)
     a_rows = f"({a_row0} + r)" if a_row0 != "0" else "r"
     w_rows = f"({w_row0} + n)" if w_row0 != "0" else "n"
     columns = c.lanes("n", "nb")  # first: it defines the columns' mask
@@ -77,9 +78,9 @@ def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, row
         w_mask = " & ".join(filter(None, [w_mask, "k_ok[:, None]" if w_kn else "k_ok[None, :]"]))
     if split_k > 1:
         slice_ = c.const("K_SLICE", k_tile.extent.value, f"{k_tile.extent.text}: the depth of one of the K slices")
-        start, end, into = "s * " + slice_, f"s * {slice_} + {slice_}", "part"
+        start, end = "s * " + slice_, f"s * {slice_} + {slice_}"
     else:
-        start, end, into = "0", k_dim, "acc"
+        start, end = "0", k_dim
     first = f"{start} + tl.arange(0, {bk})" if start != "0" else f"tl.arange(0, {bk})"
     loop = [f"k = {first}",
             f"a_at = {a} + {a_rows}[:, None] * {k_dim} + k[None, :]",
@@ -88,7 +89,7 @@ def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, row
             ] + [f"    k_ok = k0 + tl.arange(0, {bk}) < {end}"] * bool(k_tile.tail) + [
             f"    a = tl.load(a_at, mask={a_mask}, other=0)",
             "    w = tl.load(w_at" + (f", mask={w_mask}, other=0)" if w_mask else ")"),
-            f"    {into} += {dot}",
+            f"    {into} = {dot}",
             f"    a_at += {bk}",
             f"    w_at += {w_step}",
     ]

@@ -153,7 +153,7 @@ class SparseAttention(Op):
         """The online softmax over this program's keys: all of them, or its piece of the split keys."""
         h, d, keys, scale, bn, bh = self._names(c)
         _, qk = exact_dot("q", "tl.trans(kv)")  # q and kv hold bf16 values: exact on tensor cores
-        split, pv = exact_dot("p", "kv", a_exact=False)
+        split, pv = exact_dot("p", "kv", a_exact=False, acc="acc")
         if c.phase == "partial":
             piece = c.stride("ks")
             first, end = "first", f"tl.minimum(first + {piece}, {keys})"
@@ -188,8 +188,8 @@ class SparseAttention(Op):
             "    p = tl.exp(s - m_new[:, None])",
             "    l = l * alpha + tl.sum(p, axis=1)",
             *("    " + line for line in split),
-            f"    pv = {pv}",
-            "    acc = acc * alpha[:, None] + pv",
+            "    acc = acc * alpha[:, None]",
+            f"    acc = {pv}",
             "    m = m_new",
             f"    valid_at += {bn}",
             f"    kv_at += {bn} * {d}",
