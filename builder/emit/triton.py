@@ -180,7 +180,7 @@ def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext) -> str:
             t = tg.types[ref]
             lines.append(f"    {var[ref]} = torch.empty({_shape(t, file)}, dtype={torch_code(t.dtype)}, device=device)")
     for b in sched.blocks:
-        lines.append(f"    {_kernel_name(b, file)}[{_grid(b, file)}]({', '.join(var[r] for r in blockblock_refs(b))})")
+        lines.append(f"    {_kernel_name(b, file)}[{_grid(b, file)}]({', '.join(var[r] for r in block_refs(b))})")
     lines.append("    return {")
     lines += [f"        {naming.string(name)}: {var[ref]}," for name, ref in tg.outputs.items()]
     lines += [f"        {naming.string(ref)}: {var[ref]}," for b in sched.blocks for ref in b.writes + b.scratch]
