@@ -102,9 +102,17 @@ class FileContext:
         return lines(dims), lines(consts), [(n, c, v) for n, v, c in dims + consts if c]
 
 
+def wrap(text: str, width: int = WIDTH, initial_indent: str = "", subsequent_indent: str = "") -> list[str]:
+    """`textwrap.wrap`, without its cost when `text` fits on one line as it is (one call per loop block)."""
+    if (text and len(initial_indent) + len(text) <= width and text.isprintable() and text[0] != " "
+            and text[-1] != " "):
+        return [initial_indent + text]
+    return textwrap.wrap(text, width, initial_indent=initial_indent, subsequent_indent=subsequent_indent)
+
+
 def _item(head: str, text: str) -> list[str]:
     """A docstring list item: `head` then `text`, continuation lines indented under it."""
-    return textwrap.wrap(f"{head} {text}", WIDTH, initial_indent="    ", subsequent_indent="        ")
+    return wrap(f"{head} {text}", WIDTH, initial_indent="    ", subsequent_indent="        ")
 
 
 def docstring(tg: TypedGraph, sched: Schedule, constants: list[tuple[str, str, object]], backend_note: str) -> str:
@@ -238,13 +246,22 @@ def _wrap(line: str) -> list[str]:
 
 
 def wrap_long_lines(code: str) -> str:
-    """Break statements longer than WIDTH columns (outside docstrings) at their outermost call."""
-    out, in_doc = [], False
-    for line in code.split("\n"):
-        quotes = line.count('"""')
-        if not in_doc and len(line) > WIDTH and quotes == 0 and not line.lstrip().startswith("#"):
+    """Break statements longer than WIDTH columns (outside docstrings) at their outermost call.
+    Only long lines are visited; whether one lies in a docstring is the parity of the triple quotes
+    before it."""
+    lines = code.split("\n")
+    long = [i for i, n in enumerate(map(len, lines)) if n > WIDTH]
+    if not long:
+        return code
+    out, done, quotes = [], 0, 0
+    for i in long:
+        quotes += "\n".join(lines[done:i]).count('"""')
+        line = lines[i]
+        out += lines[done:i]
+        if quotes % 2 == 0 and line.count('"""') == 0 and not line.lstrip().startswith("#"):
             out += _wrap(line)
         else:
             out.append(line)
-        in_doc ^= quotes % 2 == 1
-    return "\n".join(out)
+        quotes += line.count('"""')
+        done = i + 1
+    return "\n".join(out + lines[done:])
