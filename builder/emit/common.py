@@ -6,6 +6,7 @@ by `naming.NameTable`), and every piece of free text through the quoting helpers
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 import textwrap
 
@@ -21,7 +22,12 @@ WIDTH = 100
 def spec_label(file: str) -> str:
     """How generated files name their spec: relative to the current directory when it lies below it,
     else by its name alone (an author's absolute paths stay out of generated code)."""
-    rel = os.path.relpath(file) if os.path.isabs(file) else os.path.normpath(file)
+    return _label(file, os.getcwd() if os.path.isabs(file) else "")
+
+
+@functools.lru_cache(maxsize=64)  # asked once per stage comment: path arithmetic once per file and directory
+def _label(file: str, cwd: str) -> str:
+    rel = os.path.relpath(file, cwd) if cwd else os.path.normpath(file)
     return os.path.basename(file) if rel.startswith("..") or os.path.isabs(rel) else rel
 
 
@@ -103,11 +109,21 @@ class FileContext:
 
 
 def wrap(text: str, width: int = WIDTH, initial_indent: str = "", subsequent_indent: str = "") -> list[str]:
-    """`textwrap.wrap`, without its cost when `text` fits on one line as it is (one call per loop block)."""
-    if (text and len(initial_indent) + len(text) <= width and text.isprintable() and text[0] != " "
-            and text[-1] != " "):
-        return [initial_indent + text]
-    return textwrap.wrap(text, width, initial_indent=initial_indent, subsequent_indent=subsequent_indent)
+    """`textwrap.wrap`, at a fraction of its cost for plain text (called once or twice per loop block):
+    text of printable characters, single spaces and no hyphens is filled greedily word by word, which is
+    what textwrap does with it (tests/test_emit_common.py compares the two)."""
+    words = text.split(" ")
+    if (not text.isprintable() or "-" in text or "" in words
+            or max(map(len, words)) > width - max(len(initial_indent), len(subsequent_indent))):
+        return textwrap.wrap(text, width, initial_indent=initial_indent, subsequent_indent=subsequent_indent)
+    lines, line = [], initial_indent + words[0]
+    for word in words[1:]:
+        if len(line) + 1 + len(word) <= width:
+            line += " " + word
+        else:
+            lines.append(line)
+            line = subsequent_indent + word
+    return lines + [line]
 
 
 def _item(head: str, text: str) -> list[str]:
@@ -201,6 +217,8 @@ def indent(lines: list[str], n: int) -> list[str]:
 
 def _split_top(text: str, sep: str) -> list[str]:
     """Split at `sep` characters outside brackets and strings."""
+    if not any(ch in text for ch in "([{\"'"):  # a plain argument list (a launch of a block kernel)
+        return text.split(sep)
     parts, depth, quote, start, escaped = [], 0, "", 0, False
     for i, ch in enumerate(text):
         if quote:

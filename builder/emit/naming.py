@@ -93,10 +93,13 @@ class NameTable:
         self.final: list[str] = []
         self.taken: set[str] = set(RESERVED) | set(taken)  # every name the file defines or reads
         self._keys: dict[object, str] = {}
+        self._placeholders: dict[str, int] = {}  # placeholder -> its index in `final`
 
     def _new(self, final: str) -> str:
         self.final.append(final)
-        return f"__m{len(self.final) - 1}__"
+        placeholder = f"__m{len(self.final) - 1}__"
+        self._placeholders[placeholder] = len(self.final) - 1
+        return placeholder
 
     def fixed(self, n: str) -> str:
         """Placeholder of a user name (validated, and distinct from the other user names of the file)."""
@@ -122,6 +125,8 @@ class NameTable:
 
     def show(self, code: str) -> str:
         """`code` with every placeholder replaced by its final name."""
+        if code in self._placeholders:  # one name alone (interfaces ask for each argument)
+            return self.final[self._placeholders[code]]
         parts = PLACEHOLDER.split(code)  # text, number, text, ...: no Python call per placeholder
         final = self.final
         parts[1::2] = [final[int(n)] for n in parts[1::2]]
@@ -134,7 +139,7 @@ class NameTable:
 
     def used(self, code: str) -> set[str]:
         """Final names of the placeholders in `code`."""
-        return {self.final[int(i)] for i in PLACEHOLDER.findall(code)}
+        return {self.final[int(i)] for i in set(PLACEHOLDER.findall(code))}
 
     def resolve(self, chunk: str) -> str:
         """Final code of one function (or statement group): plain locals that equal the final name of a
