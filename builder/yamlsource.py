@@ -81,8 +81,11 @@ def read_text(path: str, limit: Optional[int] = None) -> str:
                                     here, "save the file as UTF-8")]) from None
 
 
+_TUPLE = tuple.__new__  # a Location without the Python-level __new__ of a NamedTuple: one per YAML node
+
+
 def _loc(file: str, mark) -> Location:
-    return Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
+    return _TUPLE(Location, (file, mark.line + 1, mark.column + 1)) if mark else Location(file, 1, 1)
 
 
 class _Abort(Exception):
@@ -212,7 +215,7 @@ class _Builder:
     def scalar(self, ev) -> None:
         # the commonest event: helpers inlined (a spec of 10,000 stages holds some 150,000 scalars)
         mark = ev.start_mark
-        loc = Location(self.file, mark.line + 1, mark.column + 1) if mark else Location(self.file, 1, 1)
+        loc = _TUPLE(Location, (self.file, mark.line + 1, mark.column + 1)) if mark else Location(self.file, 1, 1)
         self.cost += 1
         top = self.stack[-1] if self.stack else None
         if top is not None and top.key is _NO_KEY and type(top.value) is dict:  # a mapping's key
