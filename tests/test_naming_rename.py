@@ -95,7 +95,21 @@ TRICKY = '''def f(c, *, s=1, k=c):
 '''
 
 
+# quotes inside strings: four closing quotes, escaped quotes, empty strings, a continued line
+QUOTES = "\n".join([
+    'def g(c, s):',
+    '    a = """c""""" + """""" + "" + \'\' + "c\\"s" + \'c\\\'s\' + """c\\"""" + c',
+    "    b = \'\'\'s \"\"\" c\'\'\' + s + \'\'\'\'\'\' + \"\"\"\"c\"\"\" + s",
+    '    d = "c \\',
+    's" + c  # c',
+    '    return (c, s, a, b, d)',
+    ''])
+
+
+@pytest.mark.parametrize("code", [TRICKY, QUOTES], ids=["tricky", "quotes"])
 @pytest.mark.parametrize("clash", [{"c"}, {"s"}, {"c", "s"}, {"k", "x", "f", "r", "rb", "m"}])
-def test_regex_renaming_matches_the_tokenizer_on_tricky_code(clash):
-    words = set(re.findall(r"\b[A-Za-z_]\w*\b", TRICKY))
-    assert naming._rename(TRICKY, clash, words) == _oracle(TRICKY, clash, words)
+def test_regex_renaming_matches_the_tokenizer_on_tricky_code(clash, code):
+    if code is QUOTES:
+        compile(code, "<quotes>", "exec")  # valid Python, as emitted code is
+    words = set(re.findall(r"\b[A-Za-z_]\w*\b", code))
+    assert naming._rename(code, clash, words) == _oracle(code, clash, words)

@@ -51,7 +51,10 @@ def literal(value) -> str:
 
 def comment(text: str) -> str:
     """Text safe inside a `#` comment: one line, control characters escaped."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
+    text = str(text)
+    if text.isprintable():  # the usual case, without a loop per character
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def docstring_text(text: str) -> str:
@@ -144,14 +147,18 @@ class NameTable:
     def resolve(self, chunk: str) -> str:
         """Final code of one function (or statement group): plain locals that equal the final name of a
         placeholder in it are renamed first, then placeholders are replaced."""
-        finals = self.used(chunk)
-        plain = PLACEHOLDER.sub("", chunk)
+        parts = PLACEHOLDER.split(chunk)  # text, number, text...: one pass serves every step below
+        numbers, final = parts[1::2], self.final
+        finals = {final[int(n)] for n in set(numbers)}
+        plain = "".join(parts[0::2])
         # a block kernel's few names: a search each beats listing every word; a launcher reads every buffer
         words = _Words(plain) if len(finals) <= 32 else set(_WORD.findall(plain))
-        clash = {final for final in finals if final in words}
+        clash = {name for name in finals if name in words}
         if clash:
-            chunk = _rename(chunk, clash, avoid=_Words(plain, finals) if isinstance(words, _Words) else finals | words)
-        return self.show(chunk)
+            return self.show(_rename(chunk, clash, avoid=_Words(plain, finals) if isinstance(words, _Words)
+                                     else finals | words))
+        parts[1::2] = [final[int(n)] for n in numbers]
+        return "".join(parts)
 
     def expr_code(self, text) -> str:
         """Code of a dim expression with every dim as its placeholder; parenthesized unless atomic."""
@@ -161,8 +168,9 @@ class NameTable:
 
 
 # A string literal from its prefix on (escapes included); an f-string is renamed inside its fields.
-_STRING = re.compile(r"""[A-Za-z]{0,2}(?:\"\"\"(?:\\.|[^\\])*?\"\"\"|'''(?:\\.|[^\\])*?'''|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*')""",
-                     re.DOTALL)
+_STRING = re.compile(r"[A-Za-z]{0,2}(?:" + "|".join([  # each body as runs of plain characters (fast in sre)
+    r'"""[^"\\]*(?:(?:\\.|"(?!""))[^"\\]*)*"""', r"'''[^'\\]*(?:(?:\\.|'(?!''))[^'\\]*)*'''",
+    r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"', r"'[^'\\\n]*(?:\\.[^'\\\n]*)*'"]) + ")", re.DOTALL)
 _FSTRING = re.compile(r"[A-Za-z]*[fF]")
 _KEYWORD = re.compile(r"[ \t]*=(?!=)")  # after a name inside brackets: a keyword argument, e.g. `mask=...`
 
