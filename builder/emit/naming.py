@@ -12,6 +12,7 @@ emitters' locals. Free text (docs, comments, strings) goes through `string`, `co
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import re
@@ -155,8 +156,10 @@ class NameTable:
         words = _Words(plain) if len(finals) <= 32 else set(_WORD.findall(plain))
         clash = {name for name in finals if name in words}
         if clash:
-            return self.show(_rename(chunk, clash, avoid=_Words(plain, finals) if isinstance(words, _Words)
-                                     else finals | words))
+            renamed = _rename(chunk, clash, avoid=_Words(plain, finals) if isinstance(words, _Words)
+                              else finals | words)
+            if renamed is not chunk:  # else the clashing word was only in a docstring or comment
+                return self.show(renamed)
         parts[1::2] = [final[int(n)] for n in numbers]
         return "".join(parts)
 
@@ -176,22 +179,25 @@ _KEYWORD = re.compile(r"[ \t]*=(?!=)")  # after a name inside brackets: a keywor
 
 
 def _rename(chunk: str, clash: set[str], avoid: set[str]) -> str:
-    """Rename plain-name tokens in `clash` (not attributes, not keyword-argument names).
+    """Rename plain-name tokens in `clash` (not attributes, not keyword-argument names); `chunk` itself
+    when none is found.
 
     The tokenizer's rules for strings, comments, brackets and names, applied only where a string,
     a comment or a clashing name can start; brackets are counted between those places (a file holds
     a function per loop block, and tokenizing each whole cost more than everything else emitted)."""
-    fresh = {}
-    for old in sorted(clash):
-        new, n = f"{old}_", 1
-        while new in avoid or new in fresh.values():
-            n += 1
-            new = f"{old}_{n}"
-        fresh[old] = new
-    firsts = "".join(sorted({old[0] for old in fresh}))
-    scan = re.compile(f"[{re.escape(firsts)}\"'#]")
-    names = re.compile("(?:" + "|".join(re.escape(old) for old in sorted(fresh, key=len, reverse=True))
-                       + r")(?![\w'\"])")
+    scan, names = _scanners(frozenset(clash))
+    fresh: dict[str, str] = {}
+
+    def renaming() -> dict[str, str]:  # the new names, chosen once something is to be renamed
+        if not fresh:
+            for old in sorted(clash):
+                new, n = f"{old}_", 1
+                while new in avoid or new in fresh.values():
+                    n += 1
+                    new = f"{old}_{n}"
+                fresh[old] = new
+        return fresh
+
     out, done, depth, code, pos = [], 0, 0, 0, 0  # `code`: where the text not yet counted for brackets starts
     while True:
         m = scan.search(chunk, pos)
@@ -209,7 +215,7 @@ def _rename(chunk: str, clash: set[str], avoid: set[str]) -> str:
             pos = code = found.end() if found else pos
             text = chunk[start:pos]
             if found and _FSTRING.match(text):
-                renamed = _rename_in_fstring(text, fresh)
+                renamed = _rename_in_fstring(text, renaming())
                 if renamed != text:
                     out += [chunk[done:start], renamed]
                     done = pos
@@ -225,9 +231,19 @@ def _rename(chunk: str, clash: set[str], avoid: set[str]) -> str:
                 code = i
                 if depth:
                     continue
-            out += [chunk[done:i], fresh[found.group()]]
+            out += [chunk[done:i], renaming()[found.group()]]
             done = pos
-    return "".join(out) + chunk[done:]
+    return "".join(out) + chunk[done:] if out else chunk
+
+
+@functools.lru_cache(maxsize=256)
+def _scanners(clash: frozenset) -> tuple[re.Pattern, re.Pattern]:
+    """Where a string, comment or clashing name can start; a clashing name as a whole token."""
+    firsts = "".join(sorted({old[0] for old in clash}))
+    scan = re.compile(f"[{re.escape(firsts)}\"'#]")
+    names = re.compile("(?:" + "|".join(re.escape(old) for old in sorted(clash, key=lambda o: (-len(o), o)))
+                       + r")(?![\w'\"])")
+    return scan, names
 
 
 def _brackets(chunk: str, start: int, end: int) -> int:
