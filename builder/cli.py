@@ -209,7 +209,8 @@ def run(argv: list[str] | None = None) -> int:
     summary = {}
     if verified:
         cached = sum(verified.values())
-        where = "cache off: --no-cache" if cache is None else f"cache: {cache.folder}; --no-cache verifies everything again"
+        where = ("cache off: --no-cache" if cache is None
+                 else f"cache: {cache.folder}; --no-cache verifies everything again")
         summary["verification"] = {"run": len(verified) - cached, "cached": cached, "cache": None if cache is None
                                    else str(cache.folder)}
         if not args.json:
