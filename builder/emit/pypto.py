@@ -12,6 +12,7 @@ NPU tiles are 2-D.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Optional
 
@@ -220,10 +221,16 @@ def _kernel(tg: TypedGraph, sched: Schedule, file: FileContext, names: Names) ->
     return "\n".join(lines + indent(body + blocks, 4) + ["", f"    return {returns}"])
 
 
+@functools.lru_cache(maxsize=None)
+def _source(fn) -> str:
+    """A golden's or init function's source, read once per process (not once per stage)."""
+    return inspect.getsource(fn)
+
+
 def _golden(tg: TypedGraph, file: FileContext) -> tuple[str, str]:
     fns = []
     for st in tg.stages.values():
-        src = inspect.getsource(type(st.op).golden_fn).rstrip()
+        src = _source(type(st.op).golden_fn).rstrip()
         if src not in fns:
             fns.append(src)
     result = {sid: file.table.claim(("golden", sid), sid) for sid in tg.stages}
@@ -251,7 +258,7 @@ def _harness(tg: TypedGraph, seed: int, file: FileContext) -> tuple[str, str]:
     fns, specs = [], []
     for name, t in tg.inputs.items():
         fn, kwargs = recipe_call(tg, name, seed)
-        src = inspect.getsource(fn).rstrip()
+        src = _source(fn).rstrip()
         if src not in fns:
             fns.append(src)
         dtype = torch_code(t.dtype)
