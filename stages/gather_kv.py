@@ -100,8 +100,9 @@ class GatherParams(Params):
     window: Optional[DimExpr] = Field(None, description="with `indices`: the sliding-window length (slots below "
                                                         "it index the window pool); without `indices` and "
                                                         "`window_rows`: the length of the dense paged prefix")
-    tokens_per_request: DimExpr = Field(1, description="consecutive tokens sharing one page-table row (parts "
-                                                       "addressing): token t reads row t // tokens_per_request")
+    tokens_per_request: Optional[DimExpr] = Field(None, description="consecutive tokens sharing one page-table row "
+                                                                    "(parts addressing): token t reads row t // "
+                                                                    "tokens_per_request (default 1)")
     block_j: Optional[Int] = Field(None, ge=1, description="index slots per program (default: up to 32)")
 
 
@@ -126,6 +127,10 @@ class GatherKV(Op):
                "valid": "[T, N] int32: 1 where the slot holds a real key"}
     Params = GatherParams
     golden_fn = golden_gather_kv
+
+    @staticmethod
+    def per_request(p, dims) -> int | float:
+        return 1 if p.tokens_per_request is None else dims.value(p.tokens_per_request)
 
     @staticmethod
     def by_slots(ins) -> bool:
@@ -230,7 +235,7 @@ class GatherKV(Op):
                 expect(port, ins[port], rank=2, dtype=DType.int32, dims={0: t_dim})
         if "seqused" in ins:
             expect("seqused", ins["seqused"], rank=1, dtype=DType.int32, dims={0: t_dim})
-        per = dims.value(p.tokens_per_request)
+        per = self.per_request(p, dims)
         if not float(per).is_integer() or not 1 <= per <= t_dim.value:
             raise StageError("bad-value", f"`tokens_per_request` = {p.tokens_per_request} = {per} must be a whole "
                                           f"number in [1, {t_dim.text} = {t_dim.value}]", param="tokens_per_request")
@@ -325,7 +330,7 @@ class GatherKV(Op):
         import torch
 
         problems = []
-        per = int(dims.value(p.tokens_per_request))
+        per = int(self.per_request(p, dims))
         seq = ins.get("seqused")
         if seq is not None and (seq < 0).any():
             problems.append(("seqused", f"negative counts at tokens {_where(seq < 0)}"))
@@ -366,7 +371,7 @@ class GatherKV(Op):
         if "indices" in types:
             return {"window": int(dims.value(p.window))}
         window = int(dims.value(p.window)) if p.window is not None else 0
-        return {"window": window, "tokens_per_request": int(dims.value(p.tokens_per_request))}
+        return {"window": window, "tokens_per_request": int(self.per_request(p, dims))}
 
     def min_bytes(self, ins, outs, p):
         """Only the gathered rows of the pools are read, not the whole pools."""
@@ -459,7 +464,7 @@ class GatherKV(Op):
 
     def _request(self, c) -> str:
         """Code of token t's page-table row."""
-        per = int(c.dims.value(c.p.tokens_per_request))
+        per = int(self.per_request(c.p, c.dims))
         return "t" if per == 1 else f"t // {c.expr(c.p.tokens_per_request)}"
 
     def _triton_parts(self, c):

@@ -89,8 +89,8 @@ class AttentionParams(Params):
     key_tile: Optional[DimExpr] = Field(None, description="keys per softmax tile: each tile takes its own max, "
                                                           "sum and P @ V, and the tiles are merged in ascending "
                                                           "order (a power of two; default: one online softmax)")
-    p_dtype: DType = Field(DType.fp32, description="with `key_tile`: P rounded to this dtype before P @ V "
-                                                   "(bf16, as Ascend's cube takes it; default fp32: not rounded)")
+    p_dtype: Optional[DType] = Field(None, description="with `key_tile`: P rounded to this dtype before P @ V "
+                                                       "(bf16, as Ascend's cube takes it; default: not rounded)")
 
 
 PARTS = ("part_m", "part_l", "part_acc")  # what a piece of split keys hands the combine phase
@@ -113,11 +113,11 @@ class SparseAttention(Op):
         expect("sink", ins["sink"], rank=1, dtype=DType.fp32, dims={0: q.shape[1]})
         if p.key_tile is not None:
             self.key_tile(p, dims)
-        elif p.p_dtype is not DType.fp32:
+        elif p.p_dtype is not None:
             raise StageError("bad-value", "`p_dtype` rounds each key tile's P: it needs `key_tile`", param="p_dtype",
                              hint="set `key_tile`, or drop `p_dtype`")
-        if p.p_dtype not in (DType.bf16, DType.fp32) or p.out_dtype not in (DType.bf16, DType.fp32):
-            which = "p_dtype" if p.p_dtype not in (DType.bf16, DType.fp32) else "out_dtype"
+        if p.p_dtype not in (None, DType.bf16, DType.fp32) or p.out_dtype not in (DType.bf16, DType.fp32):
+            which = "out_dtype" if p.out_dtype not in (DType.bf16, DType.fp32) else "p_dtype"
             raise StageError("bad-value", f"`{which}` = {getattr(p, which).value}: attention computes bf16 or fp32",
                              param=which)
         return {"o": TensorType(q.shape, p.out_dtype, q.layout or kv.layout)}
@@ -184,7 +184,7 @@ class SparseAttention(Op):
         args = {"scale": self.scale(types, p, dims)[1], "out_dtype": dtypes.info(p.out_dtype).torch}
         if p.key_tile is None:
             return args
-        return {**args, "key_tile": self.key_tile(p, dims).value, "p_dtype": dtypes.info(p.p_dtype).torch}
+        return {**args, "key_tile": self.key_tile(p, dims).value, "p_dtype": dtypes.info(p.p_dtype or DType.fp32).torch}
 
     def flops(self, ins, outs, p):
         t, h, d = ins["q"].numel_shape
