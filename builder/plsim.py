@@ -178,6 +178,8 @@ class PlLanguage(types.ModuleType):
         self._incore_only("pl.cast")
         if mode not in MODES:
             raise Unsupported(f"pl.cast mode {mode!r}")
+        if x.dtype == target_type:  # PyPTO rejects it: "same-dtype cast is not a valid operation"
+            raise Unsupported(f"pl.cast of a {_name(x.dtype)} tile to {_name(target_type)}")
         return _pl(_cast(x, target_type, mode))
 
     def matmul(self, a, b, out_dtype=None, a_trans=False, b_trans=False):

@@ -19,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 from .inits import RECIPES
 from .names import MAX_NAME
 from .spec import FileSpec, KernelSpec
+from .stage_api import Op
 
 DRAFT = "http://json-schema.org/draft-07/schema#"   # the draft editors' YAML support knows best
 NAME = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": MAX_NAME}
@@ -66,9 +67,15 @@ def schema(ops: Optional[Mapping[str, Any]] = None) -> dict:
         params = defs[name_of(op.Params)]
         one["title"] = f"stage running op {op.name}"
         one["properties"]["op"] = {"const": op.name, "description": op.summary}
-        one["properties"]["in"] = {"type": "object", "additionalProperties": False, "required": list(op.inputs),
-                                   "properties": {p: {"type": "string", "description": meaning}
-                                                  for p, meaning in op.inputs.items()}}
+        if type(op).ports is not Op.ports:  # its params name its ports (elementwise's expression): any names
+            meaning = " ".join(op.inputs.values())
+            one["properties"]["in"] = {"type": "object", "minProperties": 1,
+                                       "additionalProperties": {"type": "string", "description": meaning}}
+        else:
+            required = [port for port in op.inputs if port not in op.optional_inputs]
+            one["properties"]["in"] = {"type": "object", "additionalProperties": False, "required": required,
+                                       "properties": {p: {"type": "string", "description": meaning}
+                                                      for p, meaning in op.inputs.items()}}
         one["properties"]["params"] = {"$ref": _REF + name_of(op.Params)}
         if params.get("required"):
             one["required"] = one["required"] + ["params"]

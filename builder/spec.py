@@ -66,6 +66,9 @@ class Tolerance(Frozen):
     atol: Float = Field(1e-3, ge=0.0)
     max_error_ratio: Float = Field(0.0, ge=0.0, le=1.0,
                                    description="fraction of points allowed outside atol + rtol*|golden|")
+    allowed_bad: Literal["floor", "round_half_even"] = Field(
+        "floor", description="how max_error_ratio x points becomes the count of bad points allowed: rounded "
+                             "down, or to nearest with ties to even (pypto-lib's ratio_allclose)")
 
 
 class TensorSpec(Frozen):

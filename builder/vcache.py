@@ -141,8 +141,9 @@ def key_parts(kernel, backend: str, sizes: str, seed: int, check_values: bool) -
     for st in tg.stages.values():
         op = type(st.op)
         op_modules.append(op.__module__)
-        stages[st.id] = {"op": st.op.name, "golden_fn": _source(op.golden_fn), "golden": _source(op.golden),
-                         "args": repr(st.op.golden_args(st.params, tg.dims, {**st.in_types, **st.out_types}))}
+        types = {**st.in_types, **st.out_types}
+        stages[st.id] = {"op": st.op.name, "golden_fn": _source(st.op.golden_function(st.params, types)),
+                         "golden": _source(op.golden), "args": repr(st.op.golden_args(st.params, tg.dims, types))}
     fixtures = {}
     for name, t in tg.inputs.items():
         fn, args = recipe_call(tg, name, seed)

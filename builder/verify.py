@@ -25,7 +25,8 @@ class Stats:
 
 def compare(actual, expected, tol: Tolerance) -> Stats:
     """NaN/Inf in the result always fail; otherwise at most `max_error_ratio` of the points may lie
-    outside `atol + rtol * |golden|`. `max_rel_err` is taken over points whose |golden| > atol."""
+    outside `atol + rtol * |golden|` (that count rounded as `allowed_bad` says). `max_rel_err` is
+    taken over points whose |golden| > atol."""
     import torch
 
     if tuple(actual.shape) != tuple(expected.shape):
@@ -44,10 +45,13 @@ def compare(actual, expected, tol: Tolerance) -> Stats:
         err[~torch.isfinite(a)] = float("inf")
     magnitude = e.abs()  # not in place: `e` may be the caller's tensor
     bad = ~(err <= magnitude * tol.rtol + tol.atol)  # a NaN golden fails too
-    ratio = bad.count_nonzero().item() / bad.numel()
+    count = bad.count_nonzero().item()
+    ratio = count / bad.numel()
+    within = (ratio <= tol.max_error_ratio if tol.allowed_bad == "floor"
+              else count <= round(tol.max_error_ratio * bad.numel()))  # Python's round: ties to even
     # relative error only where it means something: golden values above the absolute tolerance
     rel = torch.where(magnitude > tol.atol, err / magnitude, 0.0).max().item()
-    return Stats(err.max().item(), rel, ratio, nonfinite, nonfinite == 0 and ratio <= tol.max_error_ratio)
+    return Stats(err.max().item(), rel, ratio, nonfinite, nonfinite == 0 and within)
 
 
 @dataclass

@@ -229,8 +229,10 @@ def _source(fn) -> str:
 
 def _golden(tg: TypedGraph, file: FileContext) -> tuple[str, str]:
     fns = []
+    golden_of = {sid: st.op.golden_function(st.params, {**st.in_types, **st.out_types})
+                 for sid, st in tg.stages.items()}
     for st in tg.stages.values():
-        src = _source(type(st.op).golden_fn).rstrip()
+        src = _source(golden_of[st.id]).rstrip()
         if src not in fns:
             fns.append(src)
     result = {sid: file.table.claim(("golden", sid), sid) for sid in tg.stages}
@@ -248,7 +250,7 @@ def _golden(tg: TypedGraph, file: FileContext) -> tuple[str, str]:
         args = [f"{port}={value_of(ref)}" for port, ref in st.inputs.items()]
         args += [f"{k}={naming.literal(v)}" for k, v in
                  st.op.golden_args(st.params, tg.dims, {**st.in_types, **st.out_types}).items()]
-        lines.append(f"    {result[st.id]} = {type(st.op).golden_fn.__name__}({', '.join(args)})")
+        lines.append(f"    {result[st.id]} = {golden_of[st.id].__name__}({', '.join(args)})")
     for name, ref in tg.outputs.items():
         lines.append(f"    tensors[{naming.string(name)}][:] = {value_of(ref)}")
     return "\n\n\n".join(fns), "\n".join(lines)
