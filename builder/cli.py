@@ -98,8 +98,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", nargs="?", const="", metavar="RULE",
                    help="say what diagnostic rule RULE means, with a minimal failing example and the fix; "
                         "without RULE, list every rule")
-    p.add_argument("--jobs", type=int, metavar="N", help="processes compiling for --target at once (default: the "
-                                                         "number of CPUs)")
+    p.add_argument("-j", "--jobs", type=int, metavar="N", help="worker processes: verifications at once (default 1, "
+                                                               "in this process, with progress per loop block), and "
+                                                               "compiles for --target (default: the number of CPUs)")
+    p.add_argument("--no-cache", action="store_true", help="verify everything again: neither read nor record the "
+                                                           "verification cache")
+    p.add_argument("--cache-dir", metavar="DIR", help="the verification cache (default: $KERNEL_BUILDER_CACHE, else "
+                                                      "~/.cache/kernel-builder; safe to delete)")
     from .render import FORMATS as GRAPH_FORMATS
 
     g = p.add_argument_group("--graph options")
@@ -176,8 +181,8 @@ def run(argv: list[str] | None = None) -> int:
                                        ("--against-kernel", args.against_kernel)) if v is not None]
     if graph_only and not args.graph:
         parser().error(f"{graph_only[0]} needs --graph")
-    if args.jobs is not None and (not args.target or args.jobs < 1):
-        parser().error("--jobs needs --target and a count of at least 1")
+    if args.jobs is not None and args.jobs < 1:
+        parser().error("--jobs needs a count of at least 1")
     targets = [target(name) for name in dict.fromkeys(args.target or [])]
     if targets and _missing(("triton",)):
         parser().error(f"--target compiles with triton, which is not installed; {VERIFY_HINT}")
@@ -230,6 +235,17 @@ def run(argv: list[str] | None = None) -> int:
         from .aot import compile_kernels, report as target_report
 
         fits, took = compile_kernels(kernels, args.sizes, targets, args.jobs, _progress("all", "--target"))
+    verified = {}
+    if verify:
+        from . import verifyjobs
+        from .progress import Progress
+        from .vcache import Cache
+
+        cache = None if args.no_cache else Cache(args.cache_dir)
+        progress = Progress.for_terminal(args.json)
+        outcomes = verifyjobs.run(kernels, backends, args.sizes, args.seed, not args.no_input_check, file=args.file,
+                                  max_bytes=args.max_bytes or DEFAULT_MAX_BYTES, jobs=args.jobs or 1, cache=cache,
+                                  progress=progress)
     for k in kernels:
         tg, sched = k.typed(args.sizes)
         entry = {"kernel": k.name, "line": k.spec.loc.line, "sizes": tg.dims.size_set,
@@ -244,13 +260,12 @@ def run(argv: list[str] | None = None) -> int:
                 info["file"] = path
                 lines.append(f"  {backend}: {'wrote' if changed[paths[k.name, backend]] else 'unchanged'} {path}")
             if verify:
-                from .verify import describe
-
-                report = k.verify(backend, args.sizes, args.seed, _progress(k.name, backend),
-                                  check_values=not args.no_input_check)
-                info.update(report.as_json())
-                lines += describe(report, k.spec.loc.file)
-                failed |= not report.ok
+                with progress:
+                    outcome = next(outcomes)
+                verified[k.name, backend] = outcome.cached
+                info.update(outcome.as_json())
+                lines += outcome.lines(k.spec.loc.file)
+                failed |= not outcome.ok
             entry["backends"][backend] = info
         for t in targets:
             fit = fits[(k.name, t.name)]
@@ -263,7 +278,19 @@ def run(argv: list[str] | None = None) -> int:
             print("\n".join(lines), flush=True)
     for key in sorted(findings):  # a stage that variants inherit is reported once
         print(findings[key].render(), file=sys.stderr)
-    summary = {}
+    summary: dict[str, object] = {}
+    if verified:
+        cached = sum(verified.values())
+        where = ("cache off: --no-cache" if cache is None
+                 else f"cache: {cache.folder}; --no-cache verifies everything again")
+        summary["verifications"] = {"run": len(verified) - cached, "cached": cached, "cache": None if cache is None
+                                   else str(cache.folder)}
+        if not args.json:
+            said = (f"nothing to verify: all {cached} verifications are cached, unchanged since they passed"
+                    if cached == len(verified) else f"verified {len(verified) - cached}, cached {cached}")
+            print(f"{said} ({where})")
+        if cache is not None and cache.unwritable:
+            print(f"build: warning: the verification cache could not be written: {cache.unwritable}", file=sys.stderr)
     if targets:
         summary["targets_compile_wall_s"] = round(took, 1)
         if not args.json:

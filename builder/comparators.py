@@ -9,10 +9,11 @@ from __future__ import annotations
 
 
 def judge(actual, expected, *, compare="allclose", rtol=0.0, atol=0.0, max_error_ratio=0.0, diff=None,
-          max_step=None, max_row_ratio=None, positive=False):
+          max_step=None, max_row_ratio=None, positive=False, allowed_bad="round_half_even"):
     """(ok, figures) of one output under one policy, both sides flattened in fp32 (fp64 for integers
     and fp64 data, which it holds exactly). `figures`: bad points, the count allowed
-    (`round(max_error_ratio * numel)`), the largest absolute error, the largest relative error
+    (`round(max_error_ratio * numel)`, pypto-lib's rounding, or with `allowed_bad="floor"` the largest
+    count whose ratio to numel is at most max_error_ratio), the largest absolute error, the largest relative error
     (allclose: over points whose |expected| > atol; reldiff: its rdiff), NaN/Inf count and a problem
     that fails the output whatever the count (a code step, a full row, a value <= 0), or ""."""
     import torch
@@ -21,8 +22,14 @@ def judge(actual, expected, *, compare="allclose", rtol=0.0, atol=0.0, max_error
     work = torch.float32 if small_floats else torch.float64
     width = actual.shape[-1] if actual.dim() else 1
     a, e = actual.to(work).flatten(), expected.to(work).flatten()
-    figures = {"bad": 0, "allowed": round(max_error_ratio * a.numel()), "max_abs_err": 0.0, "max_rel_err": 0.0,
-               "nonfinite": 0, "problem": ""}
+    allowed = round(max_error_ratio * a.numel())
+    if allowed_bad == "floor":
+        allowed = int(max_error_ratio * a.numel())
+        while allowed > 0 and allowed / a.numel() > max_error_ratio:
+            allowed -= 1
+        while (allowed + 1) / a.numel() <= max_error_ratio:
+            allowed += 1
+    figures = {"bad": 0, "allowed": allowed, "max_abs_err": 0.0, "max_rel_err": 0.0, "nonfinite": 0, "problem": ""}
     if a.numel() == 0:
         return True, figures
     err = (a - e).abs_()

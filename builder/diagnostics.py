@@ -70,9 +70,11 @@ class DiagnosticSink:
     """Collects diagnostics so that one run reports every mistake of a file."""
 
     items: list[Diagnostic] = field(default_factory=list)
+    error_count: int = 0  # steps compare it before and after themselves (a count, not a scan per kernel)
 
     def error(self, rule: str, message: str, loc: Location, hint: str = "") -> None:
         self.items.append(Diagnostic(rule, message, loc, hint or DEFAULT_HINTS.get(rule, "")))
+        self.error_count += 1
 
     def warn(self, rule: str, message: str, loc: Location, hint: str = "") -> None:
         self.items.append(Diagnostic(rule, message, loc, hint or DEFAULT_HINTS.get(rule, ""), severity="warning"))

@@ -66,9 +66,14 @@ def names(text: str | int | float) -> set[str]:
     """The dim names an expression reads (function names excluded)."""
     if isinstance(text, (int, float)):
         return set()
+    return set(_names(text))
+
+
+@lru_cache(maxsize=4096)  # a dim is evaluated for every tensor of every kernel: walk each text once
+def _names(text: str) -> frozenset[str]:
     tree = _parse(text)
     funcs = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in funcs}
+    return frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in funcs)
 
 
 def evaluate(text: str | int | float, env: Mapping[str, int | float]) -> int | float:
@@ -120,7 +125,12 @@ def _checked(value, text: str):
 
 def normalize(text: str | int | float) -> str:
     """Canonical spelling of an expression, so that `ROPE//2` and `ROPE // 2` compare equal."""
-    return str(text) if isinstance(text, (int, float)) else ast.unparse(_parse(text))
+    return str(text) if isinstance(text, (int, float)) else _unparse(text)
+
+
+@lru_cache(maxsize=4096)
+def _unparse(text: str) -> str:
+    return ast.unparse(_parse(text))
 
 
 def quotient(text: str | int, divisor: str | int) -> str:
@@ -141,6 +151,8 @@ def parse_tree(text: str) -> ast.expr:
 
 def unparse_names(tree: ast.expr, rename) -> str:
     """Canonical code of `tree` with each dim name `n` written as `rename(n)` (function names kept)."""
+    if isinstance(tree, ast.Name):  # most extents are one dim: no copy of the tree
+        return rename(tree.id)
 
     class Rename(ast.NodeTransformer):
         def visit_Call(self, node: ast.Call) -> ast.Call:

@@ -157,9 +157,10 @@ class _GraphBuilder:
         self.outputs: dict[str, str] = {}
         self.available: dict[str, TensorType] = {}      # every tensor reference typed so far
         self.stages: dict[str, Stage] = {}
+        self.topo: list[str] = []                       # nodes in topological order, once acyclic
 
     def build(self, size_set: str, max_bytes: int) -> TypedGraph | None:
-        errors_before = len(self.sink.errors)
+        errors_before = self.sink.error_count
         dims = resolve_dims(self.spec, size_set, self.sink, self.where)
         if dims is None:
             return None
@@ -175,7 +176,7 @@ class _GraphBuilder:
         self.infer_stages(dims)
         self.warn_unused()
         fits = _check_bytes(self.available, size_set, max_bytes, self.sink, self.where)
-        if len(self.sink.errors) > errors_before or not fits:
+        if self.sink.error_count > errors_before or not fits:
             return None
         for _, _, data in self.g.edges(data=True):
             data["type"] = self.available[data["ref"]]
@@ -272,12 +273,15 @@ class _GraphBuilder:
 
     def report_cycle(self) -> bool:
         """Report a dependency cycle at the reference that reads "backwards" in file order (the one
-        that closes the loop); True when there is one."""
-        try:
-            cycle = nx.find_cycle(self.g)
-        except nx.NetworkXNoCycle:
-            return False
+        that closes the loop); True when there is one. The topological order is kept for inference:
+        one sort serves both, and the (slower) cycle search runs only when the sort fails."""
         order = {sid: i for i, sid in enumerate(self.spec.stages)}
+        try:
+            self.topo = list(nx.lexicographical_topological_sort(
+                self.g, key=lambda n: (order.get(n.split(":", 1)[1], -1) if n.startswith("stage:") else -1, n)))
+            return False
+        except nx.NetworkXUnfeasible:
+            cycle = nx.find_cycle(self.g)
         edges = [(u.split(":", 1)[1], v.split(":", 1)[1]) for u, v in cycle]
         start = next((i for i, (u, v) in enumerate(edges) if order[v] <= order[u]), 0)
         edges = edges[start:] + edges[:start]
@@ -292,10 +296,7 @@ class _GraphBuilder:
 
     def infer_stages(self, dims: Dims) -> None:
         """Each stage's shape rule and tiles, in topological order (ties broken by YAML order)."""
-        order = {sid: i for i, sid in enumerate(self.spec.stages)}
-        topo = nx.lexicographical_topological_sort(
-            self.g, key=lambda n: (order.get(n.split(":", 1)[1], -1) if n.startswith("stage:") else -1, n))
-        for node in topo:
+        for node in self.topo:
             if node.startswith("stage:"):
                 self.infer_stage(node.split(":", 1)[1], dims)
 

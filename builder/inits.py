@@ -63,6 +63,21 @@ def init_sparse_indices(shape, seed, *, window, compressed, holes):
     return table
 
 
+def init_cache_rows(shape, seed, *, rows, holes):
+    """Per token, distinct rows of a cache of `rows` rows in a seeded random order, then -1 in one slot of
+    every `holes` (0: none) and in the last slot, like `init_sparse_indices` (physical rows or paged slots)."""
+    import torch
+
+    tokens, width = shape
+    gen = torch.Generator().manual_seed(seed)
+    table = torch.stack([torch.randperm(rows, generator=gen)[:width] for _ in range(tokens)])
+    if holes:
+        for r in range(tokens):
+            table[r, torch.randperm(width, generator=gen)[: max(1, width // holes)]] = -1
+            table[r, width - 1] = -1
+    return table
+
+
 def init_randint(shape, seed, *, low, high):
     """Integers uniform in [low, high), seeded (e.g. per-request sequence lengths)."""
     import torch
@@ -160,6 +175,19 @@ class SparseIndices(Recipe):
         return init_sparse_indices, {"window": w, "compressed": c, "holes": self.holes}
 
 
+class CacheRows(Recipe):
+    rows: DimExpr = Field(description="rows the indices address (a pool's pages x block, or a page table's slots)")
+    holes: Int = Field(0, ge=0, description="one slot in every `holes` of a row is -1, and so is its last (0: none)")
+    ranks = (2,)
+
+    def call(self, dims, shape, seed, recipes):
+        rows = _count(dims, self.rows, "rows", 1)
+        if shape[1] > rows:
+            raise ValueError(f"cache_rows: {shape[1]} distinct rows per token need more than the {rows} rows "
+                             f"(`rows: {self.rows}`)")
+        return init_cache_rows, {"rows": rows, "holes": self.holes}
+
+
 class RandInt(Recipe):
     low: DimExpr
     high: DimExpr = Field(description="exclusive upper bound")
@@ -210,7 +238,7 @@ class DequantScale(Recipe):
 
 
 RECIPES: dict[str, type[Recipe]] = {"uniform": Uniform, "zeros": Zeros, "fill": Fill, "block_table": BlockTable,
-                                    "randint": RandInt,
+                                    "randint": RandInt, "cache_rows": CacheRows,
                                     "sparse_indices": SparseIndices, "rope_table": RopeTable, "int8_rows": Int8Rows,
                                     "dequant_scale": DequantScale}
 

@@ -4,7 +4,9 @@ Validation, graph and schedule never import torch; `make_inputs`, `golden`, `run
 """
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -68,7 +70,8 @@ class Kernel:
 
         key = (backend, self.size_set(sizes))
         if key not in self._code:
-            self._code[key] = get_backend(backend).emit(*self.typed(sizes))
+            with gc_paused():
+                self._code[key] = get_backend(backend).emit(*self.typed(sizes))
         return self._code[key]
 
     def run(self, inputs: Mapping, backend: str = "triton", sizes: Optional[str] = None,
@@ -83,10 +86,11 @@ class Kernel:
         return run_emitted(self.emit(backend, sizes), backend, tg, inputs)
 
     def verify(self, backend: str = "triton", sizes: Optional[str] = None, seed: int = 0, progress=None,
-               check_values: bool = True):
+               check_values: bool = True, on_block=None):
+        """`progress(message)` is told each step, `on_block(index, name)` each loop block as it starts."""
         from .verify import verify
 
-        return verify(self, backend, self.size_set(sizes), seed, progress, check_values)
+        return verify(self, backend, self.size_set(sizes), seed, progress, check_values, on_block)
 
 
 class Library(Mapping):
@@ -120,6 +124,21 @@ def _type_check(spec: KernelSpec, where: Callable, ops: Mapping, sink: Diagnosti
 DEFAULT_MAX_BYTES = 8 * 2**30
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cycle collection while a spec loads or emits: it builds hundreds of thousands of long-lived,
+    acyclic objects, and each collection walks all of them again (a third of the time of a library of
+    10,000 kernels, growing with its size). Reference counting still frees everything else; the
+    collector's previous state is restored."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load(path: str | Path = "kernels.yaml", text: Optional[str] = None, ops: Optional[Mapping] = None,
          max_bytes: int = DEFAULT_MAX_BYTES) -> Library:
     """Parse, validate, type-check and schedule every kernel at every size set.
@@ -137,11 +156,12 @@ def load(path: str | Path = "kernels.yaml", text: Optional[str] = None, ops: Opt
     elif len(text) > MAX_FILE_BYTES:
         raise SpecError([Diagnostic("file-too-large", f"the text is longer than {MAX_FILE_BYTES} characters",
                                     Location(path, 1, 1), "split the library into several files")])
-    src = parse(text, path)
     sink = DiagnosticSink()
     kernels = {}
-    for spec, where in load_kernels(src, sink):
-        kernels[spec.name] = Kernel(spec, _type_check(spec, where, ops, sink, max_bytes))
+    with gc_paused():
+        src = parse(text, path)
+        for spec, where in load_kernels(src, sink):
+            kernels[spec.name] = Kernel(spec, _type_check(spec, where, ops, sink, max_bytes))
     unique = {(d.rule, d.loc, d.message): d for d in sink.items}
     errors = [d for d in unique.values() if d.severity == "error"]
     if errors:

@@ -81,10 +81,11 @@ class _Jit:
 class PlLanguage(types.ModuleType):
     """The `pl` namespace the emitted program sees."""
 
-    def __init__(self):
+    def __init__(self, on_scope=None):
         super().__init__("pypto.language")
         self._depth = 0  # inside how many pl.at scopes
         self.scopes: list[str] = []
+        self._on_scope = on_scope  # progress: called with a scope's name_hint as a run of that scope starts
         for name, dtype in DTYPES.items():
             setattr(self, name, dtype)
         self.Tensor, self.Out, self.InOut = _TypeMarker("in"), _TypeMarker("out"), _TypeMarker("inout")
@@ -100,6 +101,8 @@ class PlLanguage(types.ModuleType):
         if level != "CORE_GROUP":
             raise Unsupported(f"pl.at(level={level!r})")
         self._depth += 1
+        if self._on_scope is not None and (not self.scopes or self.scopes[-1] != name_hint):
+            self._on_scope(name_hint)
         self.scopes.append(name_hint)
         try:
             yield None
@@ -190,6 +193,8 @@ class PlLanguage(types.ModuleType):
         self._incore_only("pl.cast")
         if mode not in MODES:
             raise Unsupported(f"pl.cast mode {mode!r}")
+        if x.dtype == target_type:  # PyPTO rejects it: "same-dtype cast is not a valid operation"
+            raise Unsupported(f"pl.cast of a {_name(x.dtype)} tile to {_name(target_type)}")
         return _pl(_cast(x, target_type, mode))
 
     def matmul(self, a, b, out_dtype=None, a_trans=False, b_trans=False):
@@ -415,10 +420,10 @@ def _check_kernel_calls(source: str, filename: str) -> None:
                                   f"(line {node.lineno}): the pl parser accepts only pl.* calls there")
 
 
-def load(source: str, filename: str) -> tuple[dict, PlLanguage]:
+def load(source: str, filename: str, on_scope=None) -> tuple[dict, PlLanguage]:
     """Execute the program text with `pypto.language` bound to a fresh `PlLanguage`."""
     _check_kernel_calls(source, filename)
-    pl = PlLanguage()
+    pl = PlLanguage(on_scope)
     package = types.ModuleType("pypto")
     vars(package)["language"] = pl
 
@@ -433,11 +438,12 @@ def load(source: str, filename: str) -> tuple[dict, PlLanguage]:
     return namespace, pl
 
 
-def run(source: str, filename: str, kernel: str, inputs: dict, outputs: dict) -> dict:
+def run(source: str, filename: str, kernel: str, inputs: dict, outputs: dict, on_scope=None) -> dict:
     """Call `kernel` with `inputs` then freshly poisoned `outputs` (name -> (shape, torch dtype)).
+    `on_scope(name_hint)` is told each time the program enters a `pl.at` scope other than the last.
 
     Returns every local tensor of the kernel at its return (its buffers and outputs), by name."""
-    namespace, pl = load(source, filename)
+    namespace, pl = load(source, filename, on_scope)
     fn = namespace[kernel]
     args = [_pl(t.clone()) for t in inputs.values()]
     args += [pl.create_tensor(shape, dtype) for shape, dtype in outputs.values()]

@@ -65,7 +65,7 @@ def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, 
             domains[sid] = st.op.domain(st.in_types, st.params, tg.dims)
             phases[sid] = st.op.phases(st.in_types, st.params, tg.dims)
     group_of: dict[str, int] = {}
-    errors_before = len(sink.errors)
+    errors_before = sink.error_count
     for gi, group in enumerate(tg.spec.fuse):
         loc = where(("fuse", gi), False)
         unknown = [s for s in group if s not in tg.stages]
@@ -111,7 +111,7 @@ def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, 
             continue
         for s in members:
             group_of[s] = gi
-    if len(sink.errors) > errors_before:
+    if sink.error_count > errors_before:
         return None
 
     groups: list[list[str]] = []
@@ -127,12 +127,13 @@ def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, 
             for ref in tg.stages[sid].inputs.values():
                 readers.setdefault(ref, set()).add(bi)
     outputs = set(tg.outputs.values())
+    rank = _ref_order(tg)
     blocks: list[LoopBlock] = []
     for bi, members in enumerate(groups):
         made = [st.ref(p) for sid in members for st in [tg.stages[sid]] for p in st.out_types]
         inside = set(made)
         reads = sorted({ref for sid in members for ref in tg.stages[sid].inputs.values() if ref not in inside},
-                       key=_ref_order(tg))
+                       key=rank.__getitem__)
         writes = [r for r in made if r in outputs or readers.get(r, set()) - {bi}]
         scratch = [r for r in made if r not in writes]
         if phases[members[0]]:
@@ -158,6 +159,10 @@ def _phase_blocks(first: int, st: Stage, phases: tuple[Phase, ...], needed: set[
     return blocks
 
 
-def _ref_order(tg: TypedGraph):
-    names = list(tg.inputs) + list(tg.types)
-    return lambda ref: names.index(ref)
+def _ref_order(tg: TypedGraph) -> dict[str, int]:
+    """Position of each tensor reference: inputs first, then in typing order (one dict, not a list
+    search per reference, so scheduling stays linear in the stages)."""
+    rank: dict[str, int] = {}
+    for ref in list(tg.inputs) + list(tg.types):
+        rank.setdefault(ref, len(rank))
+    return rank

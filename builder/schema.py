@@ -67,15 +67,15 @@ def schema(ops: Optional[Mapping[str, Any]] = None) -> dict:
         params = defs[name_of(op.Params)]
         one["title"] = f"stage running op {op.name}"
         one["properties"]["op"] = {"const": op.name, "description": op.summary}
-        if type(op).ports is Op.ports:
-            one["properties"]["in"] = {"type": "object", "additionalProperties": False,
-                                       "required": [p for p in op.inputs if p not in op.optional_inputs],
+        if type(op).ports is not Op.ports:  # its params name its ports (elementwise's expression): any names
+            meaning = " ".join(op.inputs.values())
+            one["properties"]["in"] = {"type": "object", "minProperties": 1,
+                                       "additionalProperties": {"type": "string", "description": meaning}}
+        else:
+            required = [port for port in op.inputs if port not in op.optional_inputs]
+            one["properties"]["in"] = {"type": "object", "additionalProperties": False, "required": required,
                                        "properties": {p: {"type": "string", "description": meaning}
                                                       for p, meaning in op.inputs.items()}}
-        else:  # the params name the ports (an `elementwise` expression's names)
-            meaning = "; ".join(op.inputs.values())
-            one["properties"]["in"] = {"type": "object", "propertyNames": NAME,
-                                       "additionalProperties": {"type": "string", "description": meaning}}
         one["properties"]["params"] = {"$ref": _REF + name_of(op.Params)}
         if params.get("required"):
             one["required"] = one["required"] + ["params"]

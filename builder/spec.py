@@ -72,7 +72,8 @@ class Tolerance(Frozen):
     (ratio_reldiff). `codes`: integer codes; a point is bad when it differs at all, none may differ
     by more than `max_step`, and no row (last axis) may have more than `int(max_row_ratio * width)`
     bad points (pypto-lib's quantized-code comparator). In every policy at most
-    `round(max_error_ratio * numel)` points may be bad and NaN/Inf fail. `positive` also fails any
+    `max_error_ratio * numel` points may be bad, rounded down (`allowed_bad: floor`) or half to even
+    (`round_half_even`, as pypto-lib's comparators round), and NaN/Inf fail. `positive` also fails any
     value <= 0; `given` compares with the reference recomputed from the kernel's own values of those
     outputs instead of the golden's (pypto-lib's q against the kernel's own qr)."""
 
@@ -80,7 +81,11 @@ class Tolerance(Frozen):
     rtol: Float = Field(1e-3, ge=0.0, description="allclose: relative tolerance")
     atol: Float = Field(1e-3, ge=0.0, description="allclose: absolute tolerance")
     max_error_ratio: Float = Field(0.0, ge=0.0, le=1.0,
-                                   description="fraction of points allowed to be bad (rounded to a count)")
+                                   description="fraction of points allowed to be bad (rounded to a count as "
+                                               "`allowed_bad` says)")
+    allowed_bad: Literal["floor", "round_half_even"] = Field(
+        "floor", description="how max_error_ratio x points becomes the count of bad points allowed: rounded "
+                             "down, or to nearest with ties to even (pypto-lib's comparators)")
     diff: Optional[Float] = Field(None, gt=0.0, description="reldiff: the per-point relative threshold")
     max_step: Optional[Annotated[int, Strict(), Field(ge=0)]] = Field(
         None, description="codes: the largest difference of any one code")
@@ -92,7 +97,7 @@ class Tolerance(Frozen):
 
     def fields_read(self) -> set[str]:
         """The fields its comparator reads (besides `given`)."""
-        return {"compare", "max_error_ratio", "positive"} | POLICY_FIELDS[self.compare]
+        return {"compare", "max_error_ratio", "allowed_bad", "positive"} | POLICY_FIELDS[self.compare]
 
     @model_validator(mode="after")
     def _policy_fields(self) -> "Tolerance":

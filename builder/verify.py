@@ -29,7 +29,8 @@ class Stats:
 
 def compare(actual, expected, tol: Tolerance) -> Stats:
     """`actual` against `expected` under the policy of `tol` (builder/comparators.py): NaN/Inf on either
-    side always fail; at most `round(max_error_ratio * numel)` points may be bad."""
+    side always fail; at most `max_error_ratio * numel` points may be bad,
+    rounded down or half to even as `allowed_bad` says."""
     if tuple(actual.shape) != tuple(expected.shape):
         return Stats(float("inf"), float("inf"), 1.0, 0, False, problem=f"shape {list(actual.shape)} is not "
                                                                           f"{list(expected.shape)}")
@@ -127,8 +128,28 @@ def check_blocks(tg, sched, buffers: dict, inputs: dict) -> list[StageCheck]:
     return sorted(checks, key=lambda c: c.block)
 
 
+def _block_tracker(sched, backend: str, on_block: Callable[[int, str], None]) -> Callable[[str], None]:
+    """Runtime announcements -> (block index, block name). Triton launches its block kernels in
+    schedule order; PyPTO scopes carry the block's name (set-up scopes of constants are no block)."""
+    index = {b.name: b.index for b in sched.blocks}
+    launched = [0]
+
+    def started(name: str) -> None:
+        if backend == "triton":
+            i: Optional[int] = min(launched[0], len(sched.blocks) - 1)
+            launched[0] += 1
+        else:
+            i = index.get(name)
+        if i is not None:
+            on_block(i, sched.blocks[i].name)
+
+    return started
+
+
 def verify(kernel, backend: str, sizes: str, seed: int = 0,
-           progress: Optional[Callable[[str], None]] = None, check_values: bool = True) -> Report:
+           progress: Optional[Callable[[str], None]] = None, check_values: bool = True,
+           on_block: Optional[Callable[[int, str], None]] = None) -> Report:
+    """`progress(message)` is told each step, `on_block(index, name)` each loop block as it starts."""
     from .inputs import check
     from .runtime import run_emitted
 
@@ -143,7 +164,8 @@ def verify(kernel, backend: str, sizes: str, seed: int = 0,
     say(f"emitting and running {backend} code ({len(sched.blocks)} loop blocks)")
     try:
         check(tg, inputs, backend, check_values)
-        result = run_emitted(kernel.emit(backend, sizes), backend, tg, inputs)
+        result = run_emitted(kernel.emit(backend, sizes), backend, tg, inputs,
+                             _block_tracker(sched, backend, on_block) if on_block else None)
     except Exception as exc:  # the emitted code itself failed: report it, do not crash the build
         report.error = f"{type(exc).__name__}: {exc}"
         report.seconds = time.perf_counter() - start

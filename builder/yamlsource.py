@@ -81,8 +81,11 @@ def read_text(path: str, limit: Optional[int] = None) -> str:
                                     here, "save the file as UTF-8")]) from None
 
 
+_TUPLE = tuple.__new__  # a Location without the Python-level __new__ of a NamedTuple: one per YAML node
+
+
 def _loc(file: str, mark) -> Location:
-    return Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
+    return _TUPLE(Location, (file, mark.line + 1, mark.column + 1)) if mark else Location(file, 1, 1)
 
 
 class _Abort(Exception):
@@ -210,14 +213,18 @@ class _Builder:
 
     # --- events ----------------------------------------------------------------------------------
     def scalar(self, ev) -> None:
-        loc = _loc(self.file, ev.start_mark)
-        self._count(1, loc)
-        if self._in_key_position():
-            top = self.stack[-1]
+        # the commonest event: helpers inlined (a spec of 10,000 stages holds some 150,000 scalars)
+        mark = ev.start_mark
+        loc = _TUPLE(Location, (self.file, mark.line + 1, mark.column + 1)) if mark else Location(self.file, 1, 1)
+        self.cost += 1
+        top = self.stack[-1] if self.stack else None
+        if top is not None and top.key is _NO_KEY and type(top.value) is dict:  # a mapping's key
             if ev.value == "<<" and ev.tag is None and ev.implicit[0]:
                 top.key = _MERGE
                 return
-            key = self._construct(ev, loc)
+            key = self._scalars.get((ev.value, ev.implicit), _BAD_KEY) if ev.tag is None else _BAD_KEY
+            if key is _BAD_KEY:
+                key = self._construct(ev, loc)
             if ev.anchor is not None and key is not _BAD_KEY:
                 self.anchors[ev.anchor] = _Anchor(key, 1, [("v", (), loc)])
             if key is _BAD_KEY:
@@ -226,12 +233,19 @@ class _Builder:
                 self._set_key(top, key, loc)
             return
         path = self._next_path()
-        self._note("v", path, loc)
-        value = self._construct(ev, loc)
-        value = None if value is _BAD_KEY else value
+        if self.recording:
+            self.log.append(("v", path, loc))
+        self.src.values.setdefault(path, loc)
+        value = self._scalars.get((ev.value, ev.implicit), _BAD_KEY) if ev.tag is None else _BAD_KEY
+        if value is _BAD_KEY:
+            value = self._construct(ev, loc)
+            value = None if value is _BAD_KEY else value
         if ev.anchor is not None:
             self.anchors[ev.anchor] = _Anchor(value, 1, [("v", (), loc)])
-        self._deliver(value, loc)
+        if top is not None and type(top.value) is list:
+            top.value.append(value)
+        else:
+            self._deliver(value, loc)
 
     def _construct(self, ev, loc: Location) -> Any:
         tag, cache_key = ev.tag, None
@@ -342,11 +356,14 @@ class _Builder:
             self._replay(anchor.log, self._next_path())
         self._deliver(anchor.value, loc)
 
-    def run(self, events) -> None:
+    def run(self, loader) -> None:
+        """Consume `loader`'s events (what `yaml.parse` yields, without a generator step per event)."""
         documents = 0
-        for ev in events:
-            if isinstance(ev, yaml.ScalarEvent):
-                self.scalar(ev)
+        scalar, ScalarEvent, more, get = self.scalar, yaml.ScalarEvent, loader.check_event, loader.get_event
+        while more():
+            ev = get()
+            if type(ev) is ScalarEvent:
+                scalar(ev)
             elif isinstance(ev, yaml.MappingStartEvent):
                 self.start(ev, dict)
             elif isinstance(ev, yaml.SequenceStartEvent):
@@ -367,8 +384,10 @@ def parse(text: str, file: str) -> Source:
     """Parse YAML text; raises SpecError (yaml-syntax, duplicate-key, bad-tag, too-deep, too-many-nodes...)."""
     sink = DiagnosticSink()
     builder = _Builder(file, sink)
+    loader = None
     try:
-        builder.run(yaml.parse(text, Loader=_LOADER))
+        loader = _LOADER(text)
+        builder.run(loader)
     except _Abort:
         pass
     except yaml.MarkedYAMLError as exc:
@@ -384,6 +403,9 @@ def parse(text: str, file: str) -> Source:
     except yaml.YAMLError as exc:  # libyaml reports some problems without a mark
         sink.error("yaml-syntax", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                    Location(file, 1, 1), "check the file's YAML syntax")
+    finally:
+        if loader is not None:
+            loader.dispose()
     sink.raise_if_errors()
     builder.src.data = builder.root if builder.root is not None else {}
     return builder.src

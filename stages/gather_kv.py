@@ -1,8 +1,22 @@
-"""gather_kv: collect each token's sparse key list from the paged window and compressed KV pools.
+"""gather_kv: collect each token's key list from a paged window pool and a paged compressed pool.
 
-Slot `raw` of a token's index row is a window key when `0 <= raw < min(window, seq)`, a compressed key
-when `window <= raw < window + max(seq - window, 0)`; anything else (-1 padding, out of range) is
-invalid. Gathered rows serve as both K and V (shared-KV MQA); invalid rows are zero and flagged.
+Two ways to name the keys:
+
+- **slots** (`indices`, `seqused`, both page tables; pypto-lib PR #253): slot `raw` of a token's index
+  row is a window key when `0 <= raw < min(window, seq)`, a compressed key when
+  `window <= raw < window + max(seq - window, 0)`; anything else (-1 padding, out of range) is invalid.
+- **parts** (no `indices`): the keys are the window part, then the compressed part, each optional:
+  - window part, from `window_rows` [T, W]: physical rows of `ori_kv` (page * BLOCK + offset), -1
+    invalid (DeepSeek-V4's `window_swa_indices`); or, without `window_rows`, the dense prefix of
+    positions 0 .. `window` - 1 through `ori_block_table` (a paged KV cache, as in Qwen3 decode).
+    With `seqused`, column k of the part is valid only while k < seqused[t] (`swa_lens`, `seq_lens`).
+  - compressed part, from `cmp_slots` [T, C]: slots of the compressed cache through
+    `cmp_block_table`, -1 invalid (already masked: `causal_index_mask`, HCA's `cmp_sparse_indices`).
+  Page tables have one row per request of `tokens_per_request` consecutive tokens: token t reads
+  row t // tokens_per_request (DeepSeek-V4's per-request `cmp_block_table`, b = t // S).
+
+Gathered rows serve as both K and V (shared-KV MQA) or feed either; invalid rows are zero and flagged.
+Pools are [PAGES, BLOCK, 1, D] or [PAGES, BLOCK, D].
 """
 from __future__ import annotations
 
@@ -37,6 +51,45 @@ def golden_gather_kv(indices, seqused, ori_kv, ori_block_table, cmp_kv, cmp_bloc
     return {"kv": torch.where(valid[..., None], kv, torch.zeros_like(kv)), "valid": valid.int()}
 
 
+def golden_gather_kv_parts(ori_kv, window_rows=None, ori_block_table=None, seqused=None, cmp_slots=None,
+                           cmp_kv=None, cmp_block_table=None, *, window, tokens_per_request):
+    """The window part (physical rows, or the paged prefix 0 .. window - 1) then the compressed part (slots
+    through the page table); rows zero where invalid, and the validity."""
+    import torch
+
+    def paged(pool, table, pos, ok):
+        """Rows of the flattened pool for logical positions `pos` through table row t // tokens_per_request."""
+        block = pool.shape[1]
+        pos = torch.where(ok, pos, 0)
+        request = torch.arange(pos.shape[0]) // tokens_per_request
+        return table.long()[request[:, None], pos // block] * block + pos % block
+
+    def rows(pool, row, ok):
+        flat = pool.reshape(-1, pool.shape[-1])
+        kv = flat[torch.where(ok, row, 0)]
+        return torch.where(ok[..., None], kv, torch.zeros_like(kv))
+
+    kv, valid = [], []
+    if window_rows is not None or window:
+        if window_rows is not None:
+            raw = window_rows.long()
+            ok, row = raw >= 0, raw
+        else:
+            pos = torch.arange(window).expand(seqused.shape[0], window)
+            ok = torch.ones_like(pos, dtype=torch.bool)
+            row = paged(ori_kv, ori_block_table, pos, ok)
+        if seqused is not None:
+            ok = ok & (torch.arange(ok.shape[1]) < seqused.long()[:, None])
+        kv.append(rows(ori_kv, row, ok))
+        valid.append(ok)
+    if cmp_slots is not None:
+        raw = cmp_slots.long()
+        ok = raw >= 0
+        kv.append(rows(cmp_kv, paged(cmp_kv, cmp_block_table, raw, ok), ok))
+        valid.append(ok)
+    return {"kv": torch.cat(kv, dim=1), "valid": torch.cat(valid, dim=1).int()}
+
+
 def _where(mask) -> str:
     """The first few indices where `mask` is set, for messages."""
     idx = mask.nonzero().flatten().tolist()
@@ -44,27 +97,71 @@ def _where(mask) -> str:
 
 
 class GatherParams(Params):
-    window: DimExpr = Field(description="sliding-window length: slots below it index the window pool")
+    window: Optional[DimExpr] = Field(None, description="with `indices`: the sliding-window length (slots below "
+                                                        "it index the window pool); without `indices` and "
+                                                        "`window_rows`: the length of the dense paged prefix")
+    tokens_per_request: Optional[DimExpr] = Field(None, description="consecutive tokens sharing one page-table row "
+                                                                    "(parts addressing): token t reads row t // "
+                                                                    "tokens_per_request (default 1)")
     block_j: Optional[Int] = Field(None, ge=1, description="index slots per program (default: up to 32)")
+
+
+SLOTS = ("indices", "seqused", "ori_kv", "ori_block_table", "cmp_kv", "cmp_block_table")  # PR #253's ports
 
 
 class GatherKV(Op):
     name = "gather_kv"
-    summary = "gather sparse key rows from paged window + compressed KV pools"
+    summary = "gather key rows from paged window + compressed KV pools"
     inputs = {
-        "indices": "[T, TOPK] int32 per-token key slots: window slots, then compressed slots offset by window",
-        "seqused": "[T] int32 valid keys per token",
-        "ori_kv": "[PAGES, BLOCK, 1, D] paged window KV pool",
-        "ori_block_table": "[T, PAGES_PER_TOKEN] int32 window page table",
-        "cmp_kv": "[PAGES, BLOCK, 1, D] paged compressed KV pool",
-        "cmp_block_table": "[T, PAGES_PER_TOKEN] int32 compressed page table",
+        "indices": "[T, TOPK] int32 key slots: window slots, then compressed slots offset by window (slots addressing)",
+        "seqused": "[T] int32 valid keys per token (slots), or valid window columns per token (parts)",
+        "ori_kv": "[PAGES, BLOCK, 1, D] or [PAGES, BLOCK, D] paged window KV pool",
+        "ori_block_table": "[T or requests, PAGES_PER_TOKEN] int32 window page table",
+        "cmp_kv": "[PAGES, BLOCK, 1, D] or [PAGES, BLOCK, D] paged compressed KV pool",
+        "cmp_block_table": "[T or requests, PAGES_PER_TOKEN] int32 compressed page table",
+        "window_rows": "[T, W] int32 physical rows of `ori_kv` for the window part, -1 invalid (parts addressing)",
+        "cmp_slots": "[T, C] int32 compressed-cache slots for the compressed part, -1 invalid (parts addressing)",
     }
-    outputs = {"kv": "[T, TOPK, D] gathered key/value rows (zero where invalid)",
-               "valid": "[T, TOPK] int32: 1 where the slot holds a real key"}
+    optional_inputs = frozenset(set(inputs) - {"ori_kv"})
+    outputs = {"kv": "[T, N, D] gathered key/value rows (zero where invalid)",
+               "valid": "[T, N] int32: 1 where the slot holds a real key"}
     Params = GatherParams
     golden_fn = golden_gather_kv
 
+    @staticmethod
+    def per_request(p, dims) -> int | float:
+        return 1 if p.tokens_per_request is None else dims.value(p.tokens_per_request)
+
+    @staticmethod
+    def by_slots(ins) -> bool:
+        return "indices" in ins
+
+    def golden_function(self, p, types):
+        return golden_gather_kv if "indices" in types else golden_gather_kv_parts
+
     def infer(self, ins, p, dims):
+        if self.by_slots(ins):
+            return self._infer_slots(ins, p, dims)
+        return self._infer_parts(ins, p, dims)
+
+    @staticmethod
+    def _pool(port: str, pool: TensorType) -> None:
+        if len(pool.shape) not in (3, 4):
+            raise StageError("shape-mismatch", f"input `{port}` has rank {len(pool.shape)} ({pool.describe()}); a "
+                                               "pool is [PAGES, BLOCK, 1, D] or [PAGES, BLOCK, D]", port)
+        if len(pool.shape) == 4 and pool.shape[2].value != 1:
+            raise StageError("shape-mismatch", f"input `{port}` axis 2 must be 1 (one shared KV head)", port)
+
+    def _infer_slots(self, ins, p, dims):
+        extra = sorted(set(ins) - set(SLOTS))
+        if extra:
+            raise StageError("unknown-key", f"input `{extra[0]}` belongs to parts addressing, and `indices` "
+                                            "(slots addressing) is wired", extra[0],
+                             "wire either `indices` or the parts (`window_rows`, `cmp_slots`)")
+        missing = [port for port in SLOTS if port not in ins]
+        if missing or p.window is None:
+            raise StageError("missing-key", "slots addressing (`indices`) needs " + (
+                f"input `{missing[0]}`" if missing else "the `window` param"), hint="wire " + ", ".join(SLOTS))
         idx = ins["indices"]
         expect("indices", idx, rank=2, dtype=DType.int32)
         t_dim, n_dim = idx.shape
@@ -94,14 +191,107 @@ class GatherKV(Op):
         return {"kv": TensorType((t_dim, n_dim, ori.shape[3]), ori.dtype, ori.layout or cmp.layout),
                 "valid": TensorType((t_dim, n_dim), DType.int32)}
 
+    def _parts(self, ins, p, dims) -> tuple[int, int]:
+        """(W, C): the key columns of the window part and of the compressed part (0 when absent)."""
+        if "window_rows" in ins:
+            window = ins["window_rows"].shape[1].value
+        else:
+            window = int(dims.value(p.window)) if p.window is not None else 0
+        return window, ins["cmp_slots"].shape[1].value if "cmp_slots" in ins else 0
+
+    def _infer_parts(self, ins, p, dims):
+        ori = ins["ori_kv"]
+        self._pool("ori_kv", ori)
+        rows_in = "window_rows" in ins
+        if rows_in and p.window is not None:
+            raise StageError("bad-value", "`window` is the length of a paged prefix; with `window_rows` the window "
+                                          "part has the rows' columns", param="window", hint="drop `window`")
+        if rows_in and "ori_block_table" in ins:
+            raise StageError("unknown-key", "`window_rows` are physical rows of `ori_kv`: no page table reads them",
+                             "ori_block_table", "drop `ori_block_table`, or the rows for a paged prefix")
+        if not rows_in and p.window is not None and not {"ori_block_table", "seqused"} <= set(ins):
+            raise StageError("missing-key", "a paged prefix (`window` without `window_rows`) needs `ori_block_table` "
+                                            "and `seqused`", param="window")
+        if "cmp_slots" in ins and not {"cmp_kv", "cmp_block_table"} <= set(ins):
+            raise StageError("missing-key", "`cmp_slots` need `cmp_kv` and `cmp_block_table`", "cmp_slots")
+        for port in ("cmp_kv", "cmp_block_table"):
+            if port in ins and "cmp_slots" not in ins:
+                raise StageError("unknown-key", f"`{port}` serves the compressed part, and no `cmp_slots` name its "
+                                                "keys", port, "wire `cmp_slots`, or drop it")
+        if p.window is not None and not float(dims.value(p.window)).is_integer():
+            raise StageError("bad-value", f"`window` = {p.window} = {dims.value(p.window)} must be a whole number",
+                             param="window")
+        window, compressed = self._parts(ins, p, dims)
+        if "seqused" in ins and not window:
+            raise StageError("unknown-key", "`seqused` limits the window part's columns, and there is no window "
+                                            "part", "seqused", "drop `seqused`, or wire `window_rows`")
+        if window + compressed == 0:
+            raise StageError("missing-key", "no keys: wire `indices`, or `window_rows` / a `window` prefix and "
+                                            "`cmp_slots`", param="window")
+        index = ins.get("window_rows") or ins.get("cmp_slots") or ins["seqused"]
+        t_dim = index.shape[0]
+        for port in ("window_rows", "cmp_slots"):
+            if port in ins:
+                expect(port, ins[port], rank=2, dtype=DType.int32, dims={0: t_dim})
+        if "seqused" in ins:
+            expect("seqused", ins["seqused"], rank=1, dtype=DType.int32, dims={0: t_dim})
+        per = self.per_request(p, dims)
+        if not float(per).is_integer() or not 1 <= per <= t_dim.value:
+            raise StageError("bad-value", f"`tokens_per_request` = {p.tokens_per_request} = {per} must be a whole "
+                                          f"number in [1, {t_dim.text} = {t_dim.value}]", param="tokens_per_request")
+        requests = -(-t_dim.value // int(per))
+        for table in ("ori_block_table", "cmp_block_table"):
+            if table in ins:
+                expect(table, ins[table], rank=2, dtype=DType.int32)
+                if ins[table].shape[0].value != requests:
+                    raise StageError("shape-mismatch", f"input `{table}` has {ins[table].shape[0].value} rows; "
+                                                       f"{t_dim.text} = {t_dim.value} tokens in requests of "
+                                                       f"{p.tokens_per_request} = {int(per)} need {requests}", table)
+        if not rows_in and p.window is not None:
+            table, block = ins["ori_block_table"].shape[1], ori.shape[1]
+            if not 0 < window <= table.value * block.value:
+                raise StageError("bad-value", f"`window` = {p.window} = {window} must be a whole number in [1, "
+                                              f"{table.value * block.value}] (the {table.text} pages of {block.text} "
+                                              "that `ori_block_table` holds per request)", param="window")
+        layout = ori.layout
+        if "cmp_kv" in ins:
+            cmp = ins["cmp_kv"]
+            self._pool("cmp_kv", cmp)
+            expect("cmp_kv", cmp, dtype=ori.dtype, dims={1: ori.shape[1], len(cmp.shape) - 1: ori.shape[-1]})
+            if ori.layout and cmp.layout and ori.layout != cmp.layout:
+                raise StageError("layout-mismatch", f"`ori_kv` is {ori.layout.value} but `cmp_kv` is "
+                                                    f"{cmp.layout.value}", "cmp_kv", "both pools must store one layout")
+            layout = layout or cmp.layout
+        n_dim = dims.dim(self._keys_text(ins, p))
+        return {"kv": TensorType((t_dim, n_dim, ori.shape[-1]), ori.dtype, layout),
+                "valid": TensorType((t_dim, n_dim), DType.int32)}
+
+    @staticmethod
+    def _keys_text(ins, p) -> str:
+        """The key count as a dim expression: the window part's columns plus the compressed part's."""
+        parts = []
+        if "window_rows" in ins:
+            parts.append(ins["window_rows"].shape[1].text)
+        elif p.window is not None:
+            parts.append(str(p.window))
+        if "cmp_slots" in ins:
+            parts.append(ins["cmp_slots"].shape[1].text)
+        return " + ".join(f"({x})" if len(parts) > 1 and not x.isidentifier() else x for x in parts)
+
     def tiles(self, ins, p, dims):
-        return {"block_j": choose_tile("block_j", p.block_j, ins["indices"].shape[1], 32)}
+        keys = ins["indices"].shape[1] if self.by_slots(ins) else dims.dim(self._keys_text(ins, p))
+        return {"block_j": choose_tile("block_j", p.block_j, keys, 32)}
 
     def domain(self, ins, p, dims):
-        t_dim = ins["indices"].shape[0]
+        t_dim = (ins.get("indices") or ins.get("window_rows") or ins.get("cmp_slots") or ins["seqused"]).shape[0]
         return (Axis("t", t_dim, parallel=True), Axis.tiled("jb", self.tiles(ins, p, dims)["block_j"]))
 
     def check_values(self, ins, types, p, dims):
+        if "indices" in types:
+            return self._check_slots(ins, types, p, dims)
+        return self._check_parts(ins, types, p, dims)
+
+    def _check_slots(self, ins, types, p, dims):
         """Each token's window and compressed keys fit its page tables, and the pages they use lie in
         their pools (else the tile code reads past a table row or a pool)."""
         import torch
@@ -134,17 +324,71 @@ class GatherKV(Op):
                                             f"{_where(bad.any(1))}"))
         return problems
 
+    def _check_parts(self, ins, types, p, dims):
+        """Window rows lie in their pool; each token's compressed slots and prefix fit its request's page
+        table row, and the pages they use lie in their pools (else the tile code reads outside a tensor)."""
+        import torch
+
+        problems = []
+        per = int(self.per_request(p, dims))
+        seq = ins.get("seqused")
+        if seq is not None and (seq < 0).any():
+            problems.append(("seqused", f"negative counts at tokens {_where(seq < 0)}"))
+            return problems
+        rows = ins.get("window_rows")
+        if rows is not None:
+            pool = types["ori_kv"].shape[0].value * types["ori_kv"].shape[1].value
+            bad = (rows >= pool) | (rows < -1)
+            if bad.any():
+                problems.append(("window_rows", f"rows outside the pool's {pool} rows (or below -1) at tokens "
+                                                f"{_where(bad.any(1))}"))
+        needs = []  # (table, pool, positions used per token: [T, n] with -1 where unused)
+        if "window_rows" not in types and p.window is not None and seq is not None:
+            window = int(dims.value(p.window))
+            pos = torch.arange(window).expand(seq.shape[0], window)
+            needs.append(("ori_block_table", "ori_kv", torch.where(pos < seq.long()[:, None], pos, -1)))
+        if "cmp_slots" in ins:
+            needs.append(("cmp_block_table", "cmp_kv", ins["cmp_slots"].long()))
+        for table, pool, pos in needs:
+            pages, block = types[pool].shape[0].value, types[pool].shape[1].value
+            cols = types[table].shape[1].value
+            beyond = (pos >= cols * block) | (pos < -1)
+            if beyond.any():
+                port = "cmp_slots" if table == "cmp_block_table" else "seqused"
+                problems.append((port, f"positions past the {cols} pages of `{table}` (or below -1) at tokens "
+                                       f"{_where(beyond.any(1))}"))
+                continue
+            if table in ins:
+                request = torch.arange(pos.shape[0]) // per
+                page = ins[table].long()[request[:, None], pos.clamp(min=0) // block]
+                bad = (pos >= 0) & ((page < 0) | (page >= pages))
+                if bad.any():
+                    problems.append((table, f"page ids outside the pool's {pages} pages at tokens "
+                                            f"{_where(bad.any(1))}"))
+        return problems
+
     def golden_args(self, p, dims, types):
-        return {"window": int(dims.value(p.window))}
+        if "indices" in types:
+            return {"window": int(dims.value(p.window))}
+        window = int(dims.value(p.window)) if p.window is not None else 0
+        return {"window": window, "tokens_per_request": int(self.per_request(p, dims))}
 
     def min_bytes(self, ins, outs, p):
         """Only the gathered rows of the pools are read, not the whole pools."""
         traffic = super().min_bytes(ins, outs, p)
-        traffic["in:ori_kv"] = traffic["in:cmp_kv"] = 0
+        for pool in ("ori_kv", "cmp_kv"):
+            if pool in ins:
+                traffic[f"in:{pool}"] = 0
         traffic["gathered pool rows"] = outs["kv"].nbytes
         return traffic
 
     def triton(self, c):
+        return self._triton_slots(c) if "indices" in c.stage.in_types else self._triton_parts(c)
+
+    def pypto(self, c):
+        return self._pypto_slots(c) if "indices" in c.stage.in_types else self._pypto_parts(c)
+
+    def _triton_slots(self, c):
         n, d = c.dim("indices", 1), c.dim("ori_kv", 3)
         block = c.dim("ori_kv", 1)
         window = c.const("WINDOW", int(c.dims.value(c.p.window)), str(c.p.window))
@@ -174,7 +418,7 @@ class GatherKV(Op):
             f"tl.store({c.dst('valid')} + t * {n} + j, (is_win | is_cmp).to(tl.int32), mask=in_row)",
         ]
 
-    def pypto(self, c):
+    def _pypto_slots(self, c):
         n, d, block = c.dim("indices", 1), c.dim("ori_kv", 3), c.dim("ori_kv", 1)
         window = c.const("WINDOW", int(c.dims.value(c.p.window)), str(c.p.window))
         raw, slot, row, seq, win, cmp, page, src = (c.local(x) for x in
@@ -208,6 +452,116 @@ class GatherKV(Op):
             f"    {kv}[{row} : {row} + 1, 0:{d}] = pl.full([1, {d}], dtype=pl.BF16, value=0.0)",
             f"    {valid} = pl.write({valid}, [t, j], pl.const(0, pl.INT32))",
         ] + ["    " + line for line in pools]
+
+    def _part_sizes(self, c) -> tuple[int, int, str]:
+        """(W, C, W as code) of the parts addressing."""
+        ins = c.stage.in_types
+        window = (ins["window_rows"].shape[1].value if "window_rows" in ins
+                  else int(c.dims.value(c.p.window)) if c.p.window is not None else 0)
+        compressed = ins["cmp_slots"].shape[1].value if "cmp_slots" in ins else 0
+        code = c.dim("window_rows", 1) if "window_rows" in ins else c.expr(c.p.window) if window else "0"
+        return window, compressed, code
+
+    def _request(self, c) -> str:
+        """Code of token t's page-table row."""
+        per = int(self.per_request(c.p, c.dims))
+        return "t" if per == 1 else f"t // {c.expr(c.p.tokens_per_request)}"
+
+    def _triton_parts(self, c):
+        ins = c.stage.in_types
+        window, compressed, w = self._part_sizes(c)
+        n, d_axis = c.dim("kv", 1), len(ins["ori_kv"].shape) - 1
+        d, block = c.dim("ori_kv", d_axis), c.dim("ori_kv", 1)
+        request = self._request(c)
+        request = request if request == "t" else f"({request})"
+        lines = [f"j = jb * {c.tile('jb')} + tl.arange(0, {c.tile('jb')})",
+                 *c.span("d", ins["ori_kv"].shape[d_axis], "D"),
+                 f"in_row = j < {n}"]
+        ok, rows = [], []
+        if window:
+            lines.append(f"ok_w = j < {w}" if compressed else "ok_w = in_row")
+            if "window_rows" in ins:
+                lines += [f"row_w = tl.load({c.src('window_rows')} + t * {w} + j, mask=ok_w, other=-1)",
+                          "ok_w = ok_w & (row_w >= 0)"]
+            if "seqused" in ins:
+                lines.append(f"ok_w = ok_w & (j < tl.load({c.src('seqused')} + t))")
+            if "window_rows" not in ins:  # the paged prefix: position j through the page table
+                lines += [f"page_w = tl.load({c.src('ori_block_table')} + {request} * "
+                          f"{c.dim('ori_block_table', 1)} + j // {block}, mask=ok_w, other=0)",
+                          f"row_w = page_w * {block} + j % {block}"]
+            lines.append("k_w = " + c.load(f"{c.src('ori_kv')} + row_w[:, None] * {d} + d[None, :]", "j", "d",
+                                            mask="ok_w[:, None]"))
+            ok.append("ok_w")
+            rows.append("k_w")
+        if compressed:
+            first = f"(j >= {w}) & in_row" if window else "in_row"
+            slot = f"j - {w}" if window else "j"
+            lines += [f"slot = tl.load({c.src('cmp_slots')} + t * {c.dim('cmp_slots', 1)} + {slot}, mask={first}, "
+                      "other=-1)",
+                      "ok_c = slot >= 0",
+                      f"page_c = tl.load({c.src('cmp_block_table')} + {request} * {c.dim('cmp_block_table', 1)} + "
+                      f"slot // {block}, mask=ok_c, other=0)",
+                      f"row_c = page_c * {block} + slot % {block}",
+                      "k_c = " + c.load(f"{c.src('cmp_kv')} + row_c[:, None] * {d} + d[None, :]", "j", "d",
+                                        mask="ok_c[:, None]")]
+            ok.append("ok_c")
+            rows.append("k_c")
+        value = rows[0] if len(rows) == 1 else f"tl.where(ok_w[:, None], {rows[0]}, {rows[1]})"
+        return lines + [
+            c.store(f"{c.dst('kv')} + (t * {n} + j)[:, None] * {d} + d[None, :]", value, "j", "d",
+                    mask="in_row[:, None]"),
+            f"tl.store({c.dst('valid')} + t * {n} + j, ({' | '.join(ok)}).to(tl.int32), mask=in_row)",
+        ]
+
+    def _pypto_parts(self, c):
+        ins = c.stage.in_types
+        window, compressed, w = self._part_sizes(c)
+        n, d_axis = c.dim("kv", 1), len(ins["ori_kv"].shape) - 1
+        d, block = c.dim("ori_kv", d_axis), c.dim("ori_kv", 1)
+        request = self._request(c)
+        raw, slot, row, seq, page, src = (c.local(x) for x in ("raw", "slot", "row", "seq", "page", "src"))
+        kv, valid = c.dst("kv"), c.dst("valid")
+        step, tile = c.stride("jb"), c.tile("jb")
+        end = f"(jb + 1) * {step}" if tile == step else f"jb * {step} + {tile}"  # the last tile is shorter
+
+        def copy(pool: str, at: str, pad: str) -> list[str]:
+            return [f"{pad}{src} = pl.cast({at}, pl.INDEX)",
+                    f"{pad}{kv}[{row} : {row} + 1, 0:{d}] = {c.src(pool)}[{src} : {src} + 1, 0:{d}]",
+                    f"{pad}{valid} = pl.write({valid}, [t, j], pl.const(1, pl.INT32))"]
+
+        body = [f"{row} = t * {n} + j",
+                f"{kv}[{row} : {row} + 1, 0:{d}] = pl.full([1, {d}], dtype=pl.BF16, value=0.0)",
+                f"{valid} = pl.write({valid}, [t, j], pl.const(0, pl.INT32))"]
+        if window:
+            part = ["# the window part"] + ([f"if j < {w}:"] if compressed else [])
+            pad = "    " if compressed else ""
+            conds = []
+            if "seqused" in ins:
+                conds.append(f"j < {seq}")
+            if "window_rows" in ins:  # a physical row of the pool, -1 invalid
+                part.append(f"{pad}{raw} = pl.read({c.scalar_src('window_rows')}, [t, j])")
+                conds.append(f"{raw} >= 0")
+                at = raw
+            else:  # the paged prefix: position j through the page table
+                at = f"{page} * {block} + j % {block}"
+            for i, cond in enumerate(conds):
+                part.append(f"{pad}{'    ' * i}if {cond}:")
+            pad += "    " * len(conds)
+            if "window_rows" not in ins:
+                part.append(f"{pad}{page} = pl.read({c.scalar_src('ori_block_table')}, [{request}, j // {block}])")
+            body += part + copy("ori_kv", at, pad)
+        if compressed:
+            pad = "    " if window else ""
+            # PyPTO takes INDEX scalars to be non-negative, so the compressed column j - W is formed only once
+            # j >= W (see the slots addressing)
+            body += ["# the compressed part"] + ([f"if j >= {w}:"] if window else []) + [
+                f"{pad}{slot} = pl.read({c.scalar_src('cmp_slots')}, [t, j - {w}])" if window
+                else f"{pad}{slot} = pl.read({c.scalar_src('cmp_slots')}, [t, j])",
+                f"{pad}if {slot} >= 0:",
+                f"{pad}    {page} = pl.read({c.scalar_src('cmp_block_table')}, [{request}, {slot} // {block}])",
+            ] + copy("cmp_kv", f"{page} * {block} + {slot} % {block}", pad + "    ")
+        head = [f"{seq} = pl.read({c.scalar_src('seqused')}, [t])"] if "seqused" in ins and window else []
+        return head + [f"for j in pl.range(jb * {step}, {end}):"] + ["    " + line for line in body]
 
 
 OP = GatherKV()

@@ -10,7 +10,8 @@ from pydantic import Field
 from builder import expr
 from builder import dtypes
 from builder.spec import DimExpr
-from builder.stage_api import Axis, Op, StageError, TensorType, expect
+from builder.stage_api import Axis, Op, StageError, TensorType, Tile, expect
+from builder.targets import FILL_BYTES
 from stages.matmul_tiles import MatmulParams, matmul_tiles, pypto_k_loop, triton_k_loop
 
 
@@ -29,6 +30,9 @@ class GroupedParams(MatmulParams):
 
 
 DEFAULT_TILES = (256, 512)  # (block_n, block_k) when not given, capped at the extents
+# A GPU thread widens its share of a weight step to fp32: at 4 warps a [32, 512] step fits sm_80's and
+# sm_90's registers, a [64, 512] one spills (`build --target`, DeepSeek-V4-Pro's proj_a: K = 4096)
+WEIGHT_STEP = 32 * 512
 
 
 class GroupedMatmul(Op):
@@ -56,7 +60,12 @@ class GroupedMatmul(Op):
     def tiles(self, ins, p, dims):
         w = ins["w"]
         moved = sum(t.nbytes for t in ins.values())
-        return matmul_tiles(p, w.shape[1], ins["x"].shape[1], *DEFAULT_TILES, programs=w.shape[0].value, moved=moved)
+        tiles = matmul_tiles(p, w.shape[1], ins["x"].shape[1], *DEFAULT_TILES, programs=w.shape[0].value, moved=moved)
+        n = tiles["block_n"]
+        # a default tuned to fill a GPU (the stage moves FILL_BYTES or more) also fits its registers
+        while n.defaulted and moved >= FILL_BYTES and n.size * tiles["block_k"].size > WEIGHT_STEP and n.size > 16:
+            n = Tile(n.param, n.size // 2, n.extent, True)
+        return {**tiles, "block_n": n}
 
     def domain(self, ins, p, dims):
         return (Axis("g", ins["w"].shape[0], parallel=True), Axis.tiled("nb", self.tiles(ins, p, dims)["block_n"]))

@@ -66,24 +66,28 @@ def k_slice_const(c) -> str:
 
 
 def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, rows_dim: Dim, k_dim: str,
-                  dtype: DType, w_kn: bool = False, n_dim: str = "", k_slice: bool = False) -> list[str]:
+                  dtype: DType, w_kn: bool = False, n_dim: str = "", k_slice: bool = False,
+                  split_k: int = 1) -> list[str]:
     """`acc[r, n] = sum_k a[a_row0 + r, k] * w[w_row0 + n, k]` for the program's rows `r < rows` and
     columns `n` (a tile of axis `nb`): fp32 accumulation for float inputs, int32 for int8. Columns
     and depth past their extents are masked.
 
     `w_kn`: the weight is stored `[K, N]` (`n_dim` columns) and read as `w[k, w_row0 + n]`.
-    `k_slice`: the sum runs over K slice `s` only (`block_k`'s extent deep; `s` a domain axis)."""
+    `k_slice`: the sum runs over K slice `s` only (`block_k`'s extent deep; `s` a domain axis).
+    `split_k` > 1: K is cut into that many slices of `block_k`'s extent, each accumulated on its own
+    from zero (into `part`) and added to `acc` in ascending order, in one program."""
     pad = c.const("ROWS", dot_rows(rows_dim.value), f"{rows_dim.text} rows padded for tl.dot")
     bk, k_tile = _block_k(c)
     bn = c.tile("nb")
+    into = "part" if split_k > 1 else "acc"
     w_tile = "w.to(tl.float32)" if w_kn else "tl.trans(w.to(tl.float32))"
     if dtype is DType.int8:
         w_int = "w" if w_kn else "tl.trans(w)"
-        acc_type, dot = "tl.int32", f"tl.dot(a, {w_int}, acc, out_dtype=tl.int32)"
+        acc_type, dot = "tl.int32", f"tl.dot(a, {w_int}, {into}, out_dtype=tl.int32)"
     else:  # on tensor cores, exactly (stages/dots.py)
         acc_type = "tl.float32"
         exact = dtype is DType.bf16
-        _, dot = exact_dot("a.to(tl.float32)", w_tile, exact, exact, acc="acc")
+        _, dot = exact_dot("a.to(tl.float32)", w_tile, exact, exact, acc=into)
     a_rows = f"({a_row0} + r)" if a_row0 != "0" else "r"
     w_rows = f"({w_row0} + n)" if w_row0 != "0" else "n"
     columns = c.lanes("n", "nb")  # first: it defines the columns' mask
@@ -97,46 +101,62 @@ def triton_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, row
     if k_tile.tail:  # the last step runs past K: its lanes are masked too
         a_mask += " & k_ok[None, :]"
         w_mask = " & ".join(filter(None, [w_mask, "k_ok[:, None]" if w_kn else "k_ok[None, :]"]))
-    if k_slice:
+    if k_slice or split_k > 1:
         slice_ = k_slice_const(c)
         start, end = "s * " + slice_, f"s * {slice_} + {slice_}"
     else:
         start, end = "0", k_dim
     first = f"{start} + tl.arange(0, {bk})" if start != "0" else f"tl.arange(0, {bk})"
-    return [f"r = tl.arange(0, {pad})", *columns, f"live = r < {rows}", f"acc = tl.zeros([{pad}, {bn}], {acc_type})",
-            "a_ok = live[:, None]"] + [f"w_ok = {w_cols}"] * bool(w_cols) + [
-            f"k = {first}",
+    head = [f"r = tl.arange(0, {pad})", *columns, f"live = r < {rows}", f"acc = tl.zeros([{pad}, {bn}], {acc_type})",
+            "a_ok = live[:, None]"] + [f"w_ok = {w_cols}"] * bool(w_cols)
+    loop = [f"k = {first}",
             f"a_at = {a} + {a_rows}[:, None] * {k_dim} + k[None, :]",
             f"w_at = {w} + {w_at}",
             f"for k0 in range({start}, {end}, {bk}):",
             ] + [f"    k_ok = k0 + tl.arange(0, {bk}) < {end}"] * bool(k_tile.tail) + [
             f"    a = tl.load(a_at, mask={a_mask}, other=0)",
             "    w = tl.load(w_at" + (f", mask={w_mask}, other=0)" if w_mask else ")"),
-            f"    acc = {dot}",
+            f"    {into} = {dot}",
             f"    a_at += {bk}",
             f"    w_at += {w_step}",
     ]
+    if split_k > 1:
+        split = c.const("SPLIT_K", split_k, "K slices, each summed on its own, added in ascending order")
+        return head + [f"for s in range(0, {split}):", f"    part = tl.zeros([{pad}, {bn}], {acc_type})"] + [
+            "    " + line for line in loop] + ["    acc += part"]
+    return head + loop
 
 
 def pypto_k_loop(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, rows_dim: Dim, k_dim: str,
-                 dtype: DType, acc: str, w_kn: bool = False, k_slice: bool = False) -> list[str]:
+                 dtype: DType, acc: str, w_kn: bool = False, k_slice: bool = False, split_k: int = 1) -> list[str]:
     """The same product as `pl.matmul` + `pl.matmul_acc` steps over K into the local `acc`; here
     `w_row0` is the first weight row of this tile (Triton's `n` already carries the tile offset) or,
     with `w_kn`, its first weight column. A depth that `block_k` does not divide ends with a shorter
     step; `k_slice`: only K slice `s` (a domain axis) is summed. Fewer rows than the cube's 16 are
     read as a 16-row `pl.slice` whose `valid_shape` holds the real rows (as pypto-lib pads its decode
-    matmuls), and `acc` keeps the real rows of the padded accumulator."""
+    matmuls), and `acc` keeps the real rows of the padded accumulator. With `split_k` > 1, each K slice
+    is its own such product (into a local `part`), added to `acc` in ascending order."""
     pad = CUBE_ROWS if rows_dim.value < CUBE_ROWS else 0
     into = c.local("acc_pad") if pad else acc
     args: dict[str, Any] = dict(a=a, a_row0=a_row0, w=w, w_row0=w_row0, rows=rows, k_dim=k_dim, dtype=dtype,
                                 w_kn=w_kn, pad=pad)
+    real = [f"{acc} = {into}[0:{rows}, :]  # the real rows"] * bool(pad)
     if k_slice:
         slice_ = k_slice_const(c)
         k0 = c.let("k0", f"s * {slice_}", "this K slice's first column")
-        lines = _pypto_k_range(c, acc=into, base=k0, end=f"{k0} + {slice_}", depth=slice_, **args)
-    else:
-        lines = _pypto_k_range(c, acc=into, base="0", end=k_dim, depth=k_dim, **args)
-    return lines + [f"{acc} = {into}[0:{rows}, :]  # the real rows"] * bool(pad)
+        return _pypto_k_range(c, acc=into, base=k0, end=f"{k0} + {slice_}", depth=slice_, **args) + real
+    if split_k == 1:
+        return _pypto_k_range(c, acc=into, base="0", end=k_dim, depth=k_dim, **args) + real
+    slice_ = k_slice_const(c)
+    split = c.const("SPLIT_K", split_k, "K slices, each summed on its own, added in ascending order")
+    part, ks, s = c.local("part"), c.local("ks"), c.local("s")
+    part_into = c.local("part_pad") if pad else part
+    lines = _pypto_k_range(c, acc=into, base="0", end=slice_, depth=slice_, **args) + real
+    lines += [f"for {s} in pl.range(1, {split}):", f"    {ks} = {s} * {slice_}"]
+    lines += ["    " + line for line in _pypto_k_range(c, acc=part_into, base=ks, end=f"{ks} + {slice_}",
+                                                          depth=slice_, **args)]
+    lines += [f"    {part} = {part_into}[0:{rows}, :]  # the real rows"] * bool(pad)
+    return lines + [f"    {acc} = pl.add({acc}, {part})"]
 
 
 def _pypto_k_range(c, *, a: str, a_row0: str, w: str, w_row0: str, rows: str, k_dim: str, dtype: DType, acc: str,

@@ -94,10 +94,15 @@ class RopeApply(Op):
         half, bh = c.dim("even", 2), c.tile("hb")
         row = c.first_row()
         names = {v: c.local(v) for v in ("re", "im", "c", "s")}
-        lines = [f"{names['re']} = pl.cast({c.src('even')}[{row} : {row} + {bh}, 0:{half}], target_type=pl.FP32)",
-                 f"{names['im']} = pl.cast({c.src('odd')}[{row} : {row} + {bh}, 0:{half}], target_type=pl.FP32)",
-                 f"{names['c']} = pl.cast({c.src('cos')}[t : t + 1, 0:{half}], target_type=pl.FP32)",
-                 f"{names['s']} = pl.cast({c.src('sin')}[t : t + 1, 0:{half}], target_type=pl.FP32)"]
+
+        def fp32(port: str, tile: str) -> str:  # PyPTO refuses a cast to the tile's own dtype
+            return tile if c.type(port).dtype is DType.fp32 else f"pl.cast({tile}, target_type=pl.FP32)"
+
+        lines = [
+            f"{names['re']} = " + fp32("even", f"{c.src('even')}[{row} : {row} + {bh}, 0:{half}]"),
+            f"{names['im']} = " + fp32("odd", f"{c.src('odd')}[{row} : {row} + {bh}, 0:{half}]"),
+            f"{names['c']} = " + fp32("cos", f"{c.src('cos')}[t : t + 1, 0:{half}]"),
+            f"{names['s']} = " + fp32("sin", f"{c.src('sin')}[t : t + 1, 0:{half}]")]
         for port, (a, b, op, x, y) in zip(("even", "odd"), ROTATIONS[c.p.direction]):
             value = (f"pl.{'add' if op == '+' else 'sub'}(pl.col_expand_mul({names[a]}, {names[b]}), "
                      f"pl.col_expand_mul({names[x]}, {names[y]}))")

@@ -9,6 +9,16 @@ split into `split_keys` pieces, each its own program (phase `partial`: the runni
 unnormalised output of its keys), and a `combine` phase merges the pieces in ascending order
 (`m = max(m, m_s)`, `l = e^(m - m') l + e^(m_s - m') l_s`, the same for the output) before the sink
 and the division. The merge reorders fp32 sums, well inside every tolerance.
+
+**Key tiles** (`key_tile`: pypto-lib's ATTN_K_TILE, DeepSeek-V4-Pro's decode): each tile of
+`key_tile` keys takes a softmax of its own, `m_i = max_j s_j` over its valid keys, `p = exp(s - m_i)`
+(0 for invalid keys), `l_i = sum p`, `o_i = P @ V` with P rounded to `p_dtype` first (bf16: the
+cube's operand), and the tiles are merged in ascending order with the merge above, the first tile
+starting it. That is Ascend's order of operations, which pypto-lib's golden mirrors. What differs:
+Triton computes a tile in sub-blocks of `block_n` keys (two passes, the tile's max first, so that a
+GPU's registers hold a [block_n, D] step), so its `l_i` and `o_i` are sums of sub-block sums; the
+split into pieces merges whole tiles in two levels; each `l_i` is a `tl.sum`/`pl.row_sum`, not torch's
+summation order. These reorder fp32 sums only: the roundings of P are the golden's.
 """
 from __future__ import annotations
 
@@ -18,7 +28,8 @@ from pydantic import Field
 
 from builder import dtypes
 from builder.spec import DimExpr, DType, Int
-from builder.stage_api import Axis, Dim, Op, Params, Phase, TensorType, choose_split, choose_tile, expect
+from builder.stage_api import (Axis, Dim, Op, Params, Phase, StageError, TensorType, choose_split, choose_tile,
+                               expect)
 from stages.dots import exact_dot
 
 
@@ -39,6 +50,31 @@ def golden_sparse_attention(q, kv, valid, sink, *, scale, out_dtype):
     return {"o": o.to(getattr(torch, out_dtype))}
 
 
+def golden_sparse_attention_tiles(q, kv, valid, sink, *, scale, key_tile, p_dtype, out_dtype):
+    """Each tile of `key_tile` keys: its own max, exp, sum and P @ V (P rounded to `p_dtype`); tiles merged
+    in ascending order, the first starting the merge; then the sink and the division. fp32 math."""
+    import torch
+
+    q, kv, ok = q.float(), kv.float(), valid.bool()
+    m = l = acc = None
+    for k0 in range(0, kv.shape[1], key_tile):
+        tile, live = kv[:, k0:k0 + key_tile], ok[:, None, k0:k0 + key_tile]
+        s = (torch.einsum("thd,tnd->thn", q, tile) * scale).masked_fill(~live, -1.0e30)
+        m_i = s.amax(dim=-1, keepdim=True)
+        p = torch.exp(s - m_i).masked_fill(~live, 0.0)
+        l_i = p.sum(dim=-1, keepdim=True)
+        o_i = torch.einsum("thn,tnd->thd", p.to(getattr(torch, p_dtype)).float(), tile)
+        if m is None:
+            m, l, acc = m_i, l_i, o_i
+            continue
+        m_new = torch.maximum(m, m_i)
+        alpha, beta = torch.exp(m - m_new), torch.exp(m_i - m_new)
+        m, l, acc = m_new, alpha * l + beta * l_i, alpha * acc + beta * o_i
+    o = acc / (l + torch.exp(sink.float()[None, :, None] - m))
+    o = torch.where(ok.any(-1)[:, None, None], o, torch.zeros_like(o))
+    return {"o": o.to(getattr(torch, out_dtype))}
+
+
 class AttentionParams(Params):
     scale: Optional[DimExpr] = Field(None, description="softmax scale; default `D ** -0.5`")
     block_n: Optional[Int] = Field(None, ge=16, description="keys per online-softmax step (default: up to 32)")
@@ -50,6 +86,11 @@ class AttentionParams(Params):
     block_d: Optional[Int] = Field(None, ge=16, description="head-dim lanes per program of the combine phase "
                                                             "(default: all of them, or few enough to fill a GPU)")
     out_dtype: DType = DType.bf16
+    key_tile: Optional[DimExpr] = Field(None, description="keys per softmax tile: each tile takes its own max, "
+                                                          "sum and P @ V, and the tiles are merged in ascending "
+                                                          "order (a power of two; default: one online softmax)")
+    p_dtype: Optional[DType] = Field(None, description="with `key_tile`: P rounded to this dtype before P @ V "
+                                                       "(bf16, as Ascend's cube takes it; default: not rounded)")
 
 
 PARTS = ("part_m", "part_l", "part_acc")  # what a piece of split keys hands the combine phase
@@ -70,7 +111,25 @@ class SparseAttention(Op):
         expect("kv", kv, rank=3, dims={0: q.shape[0], 2: q.shape[2]}, layout=q.layout)
         expect("valid", ins["valid"], rank=2, dtype=DType.int32, dims={0: kv.shape[0], 1: kv.shape[1]})
         expect("sink", ins["sink"], rank=1, dtype=DType.fp32, dims={0: q.shape[1]})
+        if p.key_tile is not None:
+            self.key_tile(p, dims)
+        elif p.p_dtype is not None:
+            raise StageError("bad-value", "`p_dtype` rounds each key tile's P: it needs `key_tile`", param="p_dtype",
+                             hint="set `key_tile`, or drop `p_dtype`")
+        if p.p_dtype not in (None, DType.bf16, DType.fp32) or p.out_dtype not in (DType.bf16, DType.fp32):
+            which = "out_dtype" if p.out_dtype not in (DType.bf16, DType.fp32) else "p_dtype"
+            raise StageError("bad-value", f"`{which}` = {getattr(p, which).value}: attention computes bf16 or fp32",
+                             param=which)
         return {"o": TensorType(q.shape, p.out_dtype, q.layout or kv.layout)}
+
+    @staticmethod
+    def key_tile(p, dims) -> Dim:
+        """The softmax tile of `key_tile` keys (checked: a power of two of at least 16, a tl.dot operand)."""
+        tile = dims.dim(p.key_tile)
+        if not isinstance(tile.value, int) or tile.value < 16 or tile.value & (tile.value - 1):
+            raise StageError("bad-value", f"`key_tile` = {p.key_tile} = {tile.value} must be a power of two of at "
+                                          "least 16", param="key_tile")
+        return tile
 
     def scale(self, types, p, dims) -> tuple[str, float]:
         """(expression, value) of the softmax scale; default `D ** -0.5` with D the head dim."""
@@ -80,15 +139,20 @@ class SparseAttention(Op):
     def tiles(self, ins, p, dims):
         q, kv = ins["q"], ins["kv"]
         heads = choose_tile("block_h", p.block_h, q.shape[1], 16, minimum=16)
-        keys = choose_tile("block_n", p.block_n, kv.shape[1], 32, minimum=16)
+        if p.key_tile is None:
+            keys = choose_tile("block_n", p.block_n, kv.shape[1], 32, minimum=16)
+        else:  # sub-blocks of a key tile (Triton); D = 512 keeps a GPU thread's registers below 255 at 16
+            keys = choose_tile("block_n", p.block_n, self.key_tile(p, dims), 16, minimum=16)
+        step = keys.size if p.key_tile is None else keys.extent.value  # pieces hold whole key tiles
         moved = sum(t.nbytes for t in ins.values()) + q.nbytes
         programs = q.shape[0].value * heads.pieces
-        split = choose_split("split_keys", p.split_keys, kv.shape[1], keys.size, programs, moved)
+        split = choose_split("split_keys", p.split_keys, kv.shape[1], step, programs, moved)
         tiles = {"block_h": heads, "block_n": keys, "split_keys": split}
-        if split.pieces > 1:  # the combine phase reads every piece's output: it fills the GPU too
-            partials = split.pieces * q.numel_shape[0] * q.numel_shape[1] * q.numel_shape[2] * 4
+        if split.pieces > 1:  # the combine phase reads every piece's output and writes o: it fills the GPU too
+            heads = q.numel_shape[0] * q.numel_shape[1] * q.numel_shape[2]
+            moved_by_combine = heads * (split.pieces * 4 + dtypes.info(p.out_dtype).bytes)
             tiles["block_d"] = choose_tile("block_d", p.block_d, q.shape[2], q.shape[2].value, 16,
-                                           fill=(programs, partials))
+                                           fill=(programs, moved_by_combine))
         return tiles
 
     def domain(self, ins, p, dims):
@@ -113,8 +177,14 @@ class SparseAttention(Op):
         return {"part_m": TensorType((s, t, h), DType.fp32), "part_l": TensorType((s, t, h), DType.fp32),
                 "part_acc": TensorType((s, t, h, d), DType.fp32)}
 
+    def golden_function(self, p, types):
+        return golden_sparse_attention if p.key_tile is None else golden_sparse_attention_tiles
+
     def golden_args(self, p, dims, types):
-        return {"scale": self.scale(types, p, dims)[1], "out_dtype": dtypes.info(p.out_dtype).torch}
+        args = {"scale": self.scale(types, p, dims)[1], "out_dtype": dtypes.info(p.out_dtype).torch}
+        if p.key_tile is None:
+            return args
+        return {**args, "key_tile": self.key_tile(p, dims).value, "p_dtype": dtypes.info(p.p_dtype or DType.fp32).torch}
 
     def flops(self, ins, outs, p):
         t, h, d = ins["q"].numel_shape
@@ -135,7 +205,7 @@ class SparseAttention(Op):
         lanes = c.lanes("d", "db") if c.phase == "combine" else c.span("d", c.type("q").shape[2], "D")
         lines = c.lanes("h", "hb") + lanes
         if c.phase != "combine":
-            lines += self._triton_keys(c, heads)
+            lines += self._triton_keys(c, heads) if c.p.key_tile is None else self._triton_tiles(c, heads)
         if c.phase == "partial":  # this piece's running max, sum and output, for the combine phase
             part = f"((ks * {c.dim('q', 0)} + t) * {h} + h)"
             return lines + [c.store(f"{c.private('part_m')} + {part}", "m", "h"),
@@ -194,6 +264,74 @@ class SparseAttention(Op):
             f"    valid_at += {bn}",
             f"    kv_at += {bn} * {d}",
         ]
+
+    def _triton_tiles(self, c, heads: str) -> list[str]:
+        """Key tiles, each with its own softmax, merged into the running max, sum and output in ascending
+        order (all of this program's keys, or its piece of whole tiles). A tile is read in sub-blocks of
+        `block_n` keys: a first pass for the tile's max, a second for its sum and P @ V (one pass when
+        `block_n` is the tile)."""
+        h, d, keys, scale, bn, bh = self._names(c)
+        n_keys = c.type("kv").shape[1].value
+        tile = self.key_tile(c.p, c.dims)
+        kt = c.const("KEY_TILE", tile.value, f"{tile.text}: keys per softmax tile")
+        _, qk = exact_dot("q", "tl.trans(kv)")  # q and kv hold bf16 values: exact on tensor cores
+        rounded = c.p.p_dtype is DType.bf16
+        p_code = f"{c.helper('round_bf16')}(p).to(tl.float32)" if rounded else "p"
+        split, pv = exact_dot("pb" if rounded else "p", "kv", a_exact=rounded, acc="o_i")
+        if c.phase == "partial":
+            piece = c.stride("ks")
+            first, end = "first", f"tl.minimum(first + {piece}, {keys})"
+            loop = [f"first = ks * {piece}"]
+        else:
+            first, end, loop = "0", keys, []
+        one_pass = c.size("block_n") == tile.value
+        ragged = n_keys % tile.value != 0  # the last tile's sub-blocks can run past the keys
+
+        live = (f"(n < {keys}) & (tl.load({c.src('valid')} + t * {keys} + n, mask=n < {keys}, other=0) != 0)"
+                if ragged else f"tl.load({c.src('valid')} + t * {keys} + n) != 0")
+        scores = [f"n = k0 + tl.arange(0, {bn})" if one_pass else f"n = k0 + n0 + tl.arange(0, {bn})",
+                  f"live = {live}",  # this sub-block's scores, -1e30 at invalid keys
+                  "kv = " + c.load(f"{c.src('kv')} + (t * {keys} + n)[:, None] * {d} + d[None, :]", "n", "d",
+                                   mask="live[:, None]"),
+                  "kv = kv.to(tl.float32)",
+                  f"s = tl.where(live[None, :], {qk} * {scale}, -1.0e30)"]
+
+        def sub_blocks(body: list[str]) -> list[str]:
+            """`body` for each sub-block of the tile at `k0`. Addresses are computed per sub-block: a GPU
+            thread has no room for address tiles carried across the two passes."""
+            if one_pass:
+                return body
+            return [f"for n0 in range(0, {kt}, {bn}):"] + ["    " + x for x in body]
+
+        tile_max = scores + ["m_i = tl.maximum(m_i, tl.max(s, axis=1))"]
+        tile_sum = ([] if one_pass else scores) + [
+            "p = tl.where(live[None, :], tl.exp(s - m_i[:, None]), 0.0)",
+            "l_i += tl.sum(p, axis=1)",
+        ] + ([f"pb = {p_code}"] if rounded else []) + split + [f"o_i = {pv}"]
+        if one_pass:
+            body = sub_blocks(tile_max + tile_sum)
+        else:  # the second pass reads the tile again
+            body = sub_blocks(tile_max) + sub_blocks(tile_sum)
+        return [
+            "q = " + c.load(f"{c.src('q')} + {heads}", "h", "d") + ".to(tl.float32)",
+            f"m = tl.full([{bh}], -1.0e30, tl.float32)  # finite: a token with no valid key ends with o = 0",
+            f"l = tl.zeros([{bh}], tl.float32)",
+            f"acc = tl.zeros([{bh}, {c.span_width('d')}], tl.float32)",
+            *loop,
+            f"for k0 in range({first}, {end}, {kt}):",
+        ] + ["    " + x for x in [
+            f"m_i = tl.full([{bh}], -1.0e30, tl.float32)",
+            f"l_i = tl.zeros([{bh}], tl.float32)",
+            f"o_i = tl.zeros([{bh}, {c.span_width('d')}], tl.float32)",
+            *body,
+            "# merged into the running max, sum and output (a first tile: alpha = 0, beta = 1)",
+            "m_new = tl.maximum(m, m_i)",
+            "alpha = tl.exp(m - m_new)",
+            "beta = tl.exp(m_i - m_new)",
+            "l = l * alpha + l_i * beta",
+            "acc = acc * alpha[:, None] + o_i * beta[:, None]",
+            "m = m_new",
+        ]]
 
     def _triton_merge(self, c) -> list[str]:
         """The pieces of the split keys merged in ascending order."""
@@ -269,9 +407,12 @@ class SparseAttention(Op):
                 f"{s} = pl.col_expand_add(pl.mul({s}, {scale}), {bias})",
             ]
 
-        pv = f"pl.matmul({p}, pl.cast({kv}, target_type=pl.FP32), out_dtype=pl.FP32)"
+        if c.p.p_dtype is DType.bf16:  # P rounded for the cube, which multiplies it with the bf16 keys
+            pv = f"pl.matmul(pl.cast({p}, target_type=pl.BF16, mode=\"rint\"), {kv}, out_dtype=pl.FP32)"
+        else:
+            pv = f"pl.matmul({p}, pl.cast({kv}, target_type=pl.FP32), out_dtype=pl.FP32)"
 
-        def step(n0: str, size: str) -> list[str]:
+        def online_step(n0: str, size: str) -> list[str]:
             return scores(n0, size) + [
                 f"{m_new} = pl.maximum({m}, pl.row_max({s}))",
                 f"{p} = pl.exp(pl.row_expand_sub({s}, {m_new}))",
@@ -281,7 +422,28 @@ class SparseAttention(Op):
                 f"{m} = {m_new}",
             ]
 
+        def tile_step(n0: str, size: str) -> list[str]:
+            """A key tile's own softmax, merged into the running one."""
+            m_i, l_i, o_i, beta = (c.local(x) for x in ("m_i", "l_i", "o_i", "beta"))
+            return scores(n0, size) + [
+                f"{m_i} = pl.row_max({s})",
+                f"{p} = pl.exp(pl.row_expand_sub({s}, {m_i}))",
+                f"{l_i} = pl.row_sum({p})",
+                f"{o_i} = {pv}",
+                f"{m_new} = pl.maximum({m}, {m_i})",
+                f"{alpha} = pl.exp(pl.sub({m}, {m_new}))",
+                f"{beta} = pl.exp(pl.sub({m_i}, {m_new}))",
+                f"{l} = pl.add(pl.mul({l}, {alpha}), pl.mul({l_i}, {beta}))",
+                f"{acc} = pl.add(pl.row_expand_mul({acc}, {alpha}), pl.row_expand_mul({o_i}, {beta}))",
+                f"{m} = {m_new}",
+            ]
+
+        step = online_step
         block = c.size("block_n")
+        if c.p.key_tile is not None:
+            tile = self.key_tile(c.p, c.dims)
+            step, block = tile_step, tile.value
+            bn = c.const("KEY_TILE", tile.value, f"{tile.text}: keys per softmax tile")
         tail = n_keys % block if n_keys > block else 0
         lines = [f"{q} = {c.src('q')}[{row} : {row} + {bh}, 0:{d}]",
                  "# the first key block starts the running max, sum and output"] + \
@@ -295,7 +457,8 @@ class SparseAttention(Op):
             end = count if not tail else f"{count} // {bn} * {bn}"
             lines += [f"for n0 in pl.range({bn}, {end}, {bn}):"] + ["    " + line for line in step("n0", bn)]
         if tail:
-            size = c.const("KEY_TAIL", tail, f"{n_keys} % {block}: the last key block")
+            size = c.const("KEY_TAIL", tail, f"{n_keys} % {block}: the last key " + (
+                "block" if c.p.key_tile is None else "tile"))
             lines += ["# the last, shorter key block"] + step(f"({count} - {size})", size)
         return lines
 

@@ -163,3 +163,78 @@ def qkv_proj_rope(ins: dict, rope: int, qr=None, qr_scale=None) -> dict:
     kv_rope = forward_rope_interleaved(kv[:, None, -rope:], cos, sin)[:, 0]
     kv_out = torch.cat([bf16(kv[:, :-rope]), kv_rope], dim=-1)
     return {"q": q_out, "kv": kv_out, "qr": codes, "qr_scale": scale}
+
+
+# --------------------------------------------------------------------------------------------------
+# DeepSeek-V4-Pro decode attention (pypto-lib 634e77bd, decode_sparse_attn{,_hca,_swa}.py), from the
+# model: each token's keys are its window's cache rows and its compressed slots; the softmax runs per
+# tile of ATTN_K_TILE keys with P rounded to bf16 before P @ V, the tiles merged in order; the sink;
+# inverse RoPE; grouped o-projection A; int8 quantisation per (token, group); o-projection B summing
+# the groups' dequantised integer products. Float64 except the model's bf16 roundings.
+
+def pro_keys(t: int, ins: dict, dims: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token t's key rows [N, D] (zero where invalid) and their validity [N], window part first."""
+    d, block = dims["HEAD_DIM"], dims["BLOCK_SIZE"]
+    rows, ok = [], []
+
+    def add(row):
+        rows.append(row.double() if row is not None else torch.zeros(d, dtype=torch.float64))
+        ok.append(row is not None)
+
+    ori = ins["ori_kv"].reshape(-1, d)
+    if kind == "swa":
+        slots, length = ins["swa_indices"][t].tolist(), int(ins["swa_lens"][t])
+        for k, slot in enumerate(slots):
+            add(ori[slot] if k < length and slot >= 0 else None)
+        return torch.stack(rows), torch.tensor(ok)
+    for slot in ins["window_swa_indices"][t].tolist():
+        add(ori[slot] if slot >= 0 else None)
+    if kind == "csa":
+        visible = (int(ins["position_ids"][t, 0]) + 1) // 4          # compress ratio 4
+        raw = ins["idx_topk"][t, : dims["IDX_TOPK"]].tolist()
+        slots = [s if 0 <= s < visible else -1 for s in raw]
+    else:
+        slots = ins["cmp_sparse_indices"][t].tolist()
+    table = ins["cmp_block_table"][t // dims["S"]]
+    for slot in slots:
+        add(ins["cmp_kv"][int(table[slot // block]), slot % block, 0] if slot >= 0 else None)
+    return torch.stack(rows), torch.tensor(ok)
+
+
+def tiled_attention(q: torch.Tensor, k: torch.Tensor, ok: torch.Tensor, sink: torch.Tensor, scale: float,
+                    tile: int) -> torch.Tensor:
+    """One token: q [H, D], keys k [N, D] with validity ok; softmax per key tile, P rounded to bf16."""
+    if not ok.any():
+        return torch.zeros_like(q)
+    m = l = o = None
+    for k0 in range(0, k.shape[0], tile):
+        kt, live = k[k0:k0 + tile], ok[k0:k0 + tile]
+        s = (scale * q @ kt.T).masked_fill(~live, float("-inf"))
+        m_i = s.max(dim=-1, keepdim=True).values.clamp_min(-1e30)    # an all-invalid tile adds nothing
+        p = torch.exp(s - m_i)
+        l_i, o_i = p.sum(-1, keepdim=True), bf16(p) @ kt
+        if m is None:
+            m, l, o = m_i, l_i, o_i
+            continue
+        m_new = torch.maximum(m, m_i)
+        a, b = torch.exp(m - m_new), torch.exp(m_i - m_new)
+        m, l, o = m_new, a * l + b * l_i, a * o + b * o_i
+    return o / (l + torch.exp(sink[:, None] - m))
+
+
+def dsv4_pro_attn_decode(ins: dict, dims: dict, kind: str) -> dict:
+    """The whole kernel, `kind` csa (ratio 4), hca (ratio 128) or swa (window only)."""
+    q = ins["q"].double()
+    t_count, h, d = q.shape
+    rope, groups = dims["ROPE"], dims["O_GROUPS"]
+    o = torch.stack([tiled_attention(q[t], *pro_keys(t, ins, dims, kind), ins["attn_sink"].double(), d ** -0.5,
+                                     dims["ATTN_K_TILE"]) for t in range(t_count)])
+    half = rope // 2
+    rotated = inverse_rope_interleaved(o[..., -rope:], ins["freqs_cos"][:, :half], ins["freqs_sin"][:, :half])
+    heads = bf16(torch.cat([o[..., :-rope], rotated], dim=-1))                 # nope rounded once
+    o_r = torch.einsum("tgk,grk->tgr", heads.reshape(t_count, groups, -1), ins["wo_a"].double())
+    scale = 127.0 / o_r.abs().amax(dim=-1, keepdim=True).clamp_min(1e-4)      # per token and group
+    codes = torch.round(o_r * scale)
+    w = ins["wo_b"].double().reshape(ins["wo_b"].shape[0], groups, -1)
+    out = torch.einsum("tgr,ngr->tgn", codes, w) / scale                       # exact integer sums
+    return {"attn": o, "attn_out": bf16(out.sum(dim=1) * ins["wo_b_scale"].double()[None, :])}

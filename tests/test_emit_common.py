@@ -75,3 +75,21 @@ def test_generated_files_name_the_spec_relative_to_the_current_folder(tmp_path, 
         src = kernel.emit(backend)
         assert src.startswith(f"# @generated from {shown}:{kernel.spec.loc.line} by `build`"), src[:200]
         assert str(tmp_path) not in src
+
+
+def test_fast_wrap_is_textwrap():
+    """`common.wrap` fills plain text itself; it must break lines exactly where textwrap does."""
+    import random
+    import textwrap
+
+    from builder.emit.common import wrap
+
+    rng = random.Random(0)
+    vocabulary = ["t", "over", "T=2", "(parallel)", "x", "hb", "H=16", "in", "tiles", "of", "16", "s123",
+                  "(rope_apply,", "kernels.yaml:12):", "a" * 30, "a-b", "--", "é", "two  spaces", " lead", "tail "]
+    for _ in range(3000):
+        text = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(0, 30)))
+        width = rng.choice([20, 40, 100])
+        first, rest = rng.choice([("", ""), ("    ", "        "), ("    ", "    ")])
+        assert wrap(text, width, first, rest) == textwrap.wrap(text, width, initial_indent=first,
+                                                                subsequent_indent=rest), (text, width)

@@ -89,10 +89,22 @@ def test_stage_params_are_discriminated_by_op(validator):
         assert set(one["properties"]["params"]["$ref"].rsplit("/", 1)[1:]) <= set(s["$defs"])
         params = s["$defs"][one["properties"]["params"]["$ref"].rsplit("/", 1)[1]]
         assert set(params["properties"]) == set(op.Params.model_fields)
-        if type(op).ports is not Op.ports:  # ports named by the params: any identifier, each a reference
-            assert one["properties"]["in"]["additionalProperties"]["type"] == "string"
-        else:
-            assert one["properties"]["in"]["required"] == [p for p in op.inputs if p not in op.optional_inputs]
+        ports = one["properties"]["in"]
+        if type(op).ports is Op.ports:  # fixed ports: the optional ones may be left out
+            assert ports["required"] == [p for p in op.inputs if p not in op.optional_inputs]
+            assert set(ports["properties"]) == set(op.inputs)
+        else:  # ports named by the params (elementwise's expression): any names
+            assert ports["additionalProperties"]["type"] == "string" and "properties" not in ports
+
+
+def test_param_named_ports_and_optional_ports_pass_the_schema(validator, bundled_yaml):
+    """An elementwise stage's ports are its expression's names; a gather may leave its optional ports out."""
+    data = yaml.safe_load(bundled_yaml)
+    stages = data["kernels"]["dsv4_pro_sparse_attn_decode"]["stages"]
+    assert set(stages["nope"]["in"]) == {"x"} and "indices" not in stages["gather"]["in"]
+    assert _errors(validator, bundled_yaml) == []
+    stages["gather"]["in"]["window_rows"] = 3   # still typed
+    assert any("gather" in e for e in _errors(validator, yaml.safe_dump(data)))
 
 
 # Bad-spec tests whose mistake is in keys, types or values (what a schema can see); the others are about

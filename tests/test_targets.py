@@ -359,11 +359,11 @@ def test_graph_without_target_shows_no_gpu_line(tmp_path):
     assert proc.returncode == 0 and "sm_90" not in proc.stdout and "regs" not in proc.stdout
 
 
-def test_unknown_target_and_stray_jobs_are_usage_errors():
+def test_unknown_target_and_zero_jobs_are_usage_errors():
     proc = run_build("--check", "--no-verify", "--target", "cuda:sm_75")
     assert proc.returncode == 2 and "cuda:sm_75" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_build("--check", "--no-verify", "--jobs", "2")
-    assert proc.returncode == 2 and "--jobs needs --target" in proc.stderr
+    proc = run_build("--check", "--no-verify", "--jobs", "0")  # --jobs also fans out verification now
+    assert proc.returncode == 2 and "--jobs needs a count of at least 1" in proc.stderr
 
 
 # ----------------------------------------------------------------------------- bench/gpu.py

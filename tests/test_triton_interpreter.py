@@ -91,3 +91,39 @@ def test_an_int8_dot_through_blas_is_exact_and_wraps_like_int32():
         got = blas(interpreter.interpreter_builder, a, b, d, None, 0).data
         assert got.dtype == np.int32 and np.array_equal(got, want)
 
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.int8, torch.int32])
+def test_the_numpy_gather_loads_what_the_native_load_loads(dtype):
+    gather = interpreter._interpreter
+    native = gather._native
+    data = (torch.arange(4096) % 251 - 125).to(dtype)
+    rng = np.random.default_rng(2)
+    size = data.element_size()
+    rows = rng.integers(0, 4096 // 64, 16)
+    offsets = rows[:, None] * 64 + np.arange(64)[None, :]
+    ptrs = (data.data_ptr() + offsets * size).astype(np.uint64)
+    np_dtype = data.numpy().dtype if dtype is not torch.bfloat16 else np.dtype(np.uint16)
+    other = np.full(ptrs.shape, 7, dtype=np_dtype)
+    masks = [np.ones(ptrs.shape, bool), rng.random(ptrs.shape) < 0.5, np.zeros(ptrs.shape, bool)]
+    for mask in masks:
+        garbage = np.where(mask, ptrs, np.uint64(8))  # masked-off lanes may hold any address
+        want = native.load(garbage, mask, other, np_dtype)
+        got = gather.load(garbage, mask, other, np_dtype)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    if size > 1:  # an unaligned address is left to the native loop
+        odd = ptrs + np.uint64(1)
+        assert np.array_equal(gather.load(odd, masks[0], other, np_dtype), native.load(odd, masks[0], other, np_dtype))
+
+
+def test_remembered_block_shapes_still_validate_and_keep_their_fields():
+    from triton.language import core
+
+    first = core.block_type(tl.float32, [16, 32])
+    again = core.block_type(tl.float32, [16, 32])
+    assert (again.shape, again.numel, again.name, again.element_ty) == ((16, 32), 512, first.name, tl.float32)
+    assert core.block_type(tl.int8, [16, 32]).element_ty == tl.int8  # keyed by element type too
+    with pytest.raises(ValueError, match="power of 2"):
+        core.block_type(tl.float32, [16, 24])
+    with pytest.raises(ValueError, match="power of 2"):
+        core.block_type(tl.float32, [16, 24])  # a failure is never remembered as a success

@@ -6,6 +6,7 @@ by `naming.NameTable`), and every piece of free text through the quoting helpers
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 import textwrap
 
@@ -21,7 +22,12 @@ WIDTH = 100
 def spec_label(file: str) -> str:
     """How generated files name their spec: relative to the current directory when it lies below it,
     else by its name alone (an author's absolute paths stay out of generated code)."""
-    rel = os.path.relpath(os.path.abspath(file))   # `../here/k.yaml` from `here` is `k.yaml`
+    return _label(file, os.getcwd())
+
+
+@functools.lru_cache(maxsize=64)  # asked once per stage comment: path arithmetic once per file and directory
+def _label(file: str, cwd: str) -> str:
+    rel = os.path.relpath(os.path.join(cwd, file), cwd)   # `../here/k.yaml` from `here` is `k.yaml`
     return os.path.basename(file) if rel.startswith("..") or os.path.isabs(rel) else rel
 
 
@@ -103,9 +109,27 @@ class FileContext:
         return lines(dims), lines(consts), [(n, c, v) for n, v, c in dims + consts if c]
 
 
+def wrap(text: str, width: int = WIDTH, initial_indent: str = "", subsequent_indent: str = "") -> list[str]:
+    """`textwrap.wrap`, at a fraction of its cost for plain text (called once or twice per loop block):
+    text of printable characters, single spaces and no hyphens is filled greedily word by word, which is
+    what textwrap does with it (tests/test_emit_common.py compares the two)."""
+    words = text.split(" ")
+    if (not text.isprintable() or "-" in text or "" in words
+            or max(map(len, words)) > width - max(len(initial_indent), len(subsequent_indent))):
+        return textwrap.wrap(text, width, initial_indent=initial_indent, subsequent_indent=subsequent_indent)
+    lines, line = [], initial_indent + words[0]
+    for word in words[1:]:
+        if len(line) + 1 + len(word) <= width:
+            line += " " + word
+        else:
+            lines.append(line)
+            line = subsequent_indent + word
+    return lines + [line]
+
+
 def _item(head: str, text: str) -> list[str]:
     """A docstring list item: `head` then `text`, continuation lines indented under it."""
-    return textwrap.wrap(f"{head} {text}", WIDTH, initial_indent="    ", subsequent_indent="        ")
+    return wrap(f"{head} {text}", WIDTH, initial_indent="    ", subsequent_indent="        ")
 
 
 def docstring(tg: TypedGraph, sched: Schedule, constants: list[tuple[str, str, object]], backend_note: str) -> str:
@@ -195,6 +219,8 @@ def indent(lines: list[str], n: int) -> list[str]:
 
 def _split_top(text: str, sep: str) -> list[str]:
     """Split at `sep` characters outside brackets and strings."""
+    if not any(ch in text for ch in "([{\"'"):  # a plain argument list (a launch of a block kernel)
+        return text.split(sep)
     parts, depth, quote, start, escaped = [], 0, "", 0, False
     for i, ch in enumerate(text):
         if quote:
@@ -240,13 +266,22 @@ def _wrap(line: str) -> list[str]:
 
 
 def wrap_long_lines(code: str) -> str:
-    """Break statements longer than WIDTH columns (outside docstrings) at their outermost call."""
-    out, in_doc = [], False
-    for line in code.split("\n"):
-        quotes = line.count('"""')
-        if not in_doc and len(line) > WIDTH and quotes == 0 and not line.lstrip().startswith("#"):
+    """Break statements longer than WIDTH columns (outside docstrings) at their outermost call.
+    Only long lines are visited; whether one lies in a docstring is the parity of the triple quotes
+    before it."""
+    lines = code.split("\n")
+    long = [i for i, n in enumerate(map(len, lines)) if n > WIDTH]
+    if not long:
+        return code
+    out, done, quotes = [], 0, 0
+    for i in long:
+        quotes += "\n".join(lines[done:i]).count('"""')
+        line = lines[i]
+        out += lines[done:i]
+        if quotes % 2 == 0 and line.count('"""') == 0 and not line.lstrip().startswith("#"):
             out += _wrap(line)
         else:
             out.append(line)
-        in_doc ^= quotes % 2 == 1
-    return "\n".join(out)
+        quotes += line.count('"""')
+        done = i + 1
+    return "\n".join(out + lines[done:])

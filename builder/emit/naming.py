@@ -12,11 +12,10 @@ emitters' locals. Free text (docs, comments, strings) goes through `string`, `co
 from __future__ import annotations
 
 import ast
-import io
+import functools
 import json
 import math
 import re
-import tokenize
 from typing import Iterable
 
 from .. import expr
@@ -53,12 +52,18 @@ def literal(value) -> str:
 
 def comment(text: str) -> str:
     """Text safe inside a `#` comment: one line, control characters escaped."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
+    text = str(text)
+    if text.isprintable():  # the usual case, without a loop per character
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def docstring_text(text: str) -> str:
     """Text safe inside a `\"\"\"` docstring: backslashes, quotes and control characters escaped, so the
     docstring's value is the text itself (newlines and tabs stay as they are)."""
+    text = str(text)
+    if text.replace("\n", "").replace("\t", "").isprintable():  # the usual case, without a loop per character
+        return text.replace("\\", "\\\\").replace('"', '\\"')
     out = []
     for ch in str(text):
         if ch == "\\":
@@ -92,10 +97,13 @@ class NameTable:
         self.final: list[str] = []
         self.taken: set[str] = set(RESERVED) | set(taken)  # every name the file defines or reads
         self._keys: dict[object, str] = {}
+        self._placeholders: dict[str, int] = {}  # placeholder -> its index in `final`
 
     def _new(self, final: str) -> str:
         self.final.append(final)
-        return f"__m{len(self.final) - 1}__"
+        placeholder = f"__m{len(self.final) - 1}__"
+        self._placeholders[placeholder] = len(self.final) - 1
+        return placeholder
 
     def fixed(self, n: str) -> str:
         """Placeholder of a user name (validated, and distinct from the other user names of the file)."""
@@ -121,7 +129,12 @@ class NameTable:
 
     def show(self, code: str) -> str:
         """`code` with every placeholder replaced by its final name."""
-        return PLACEHOLDER.sub(lambda m: self.final[int(m.group(1))], code)
+        if code in self._placeholders:  # one name alone (interfaces ask for each argument)
+            return self.final[self._placeholders[code]]
+        parts = PLACEHOLDER.split(code)  # text, number, text, ...: no Python call per placeholder
+        final = self.final
+        parts[1::2] = [final[int(n)] for n in parts[1::2]]
+        return "".join(parts)
 
     def hide(self, code: str) -> str:
         """Inverse of `show` (for test helpers that edit shown code; assumes no local shares a name)."""
@@ -130,17 +143,25 @@ class NameTable:
 
     def used(self, code: str) -> set[str]:
         """Final names of the placeholders in `code`."""
-        return {self.final[int(i)] for i in PLACEHOLDER.findall(code)}
+        return {self.final[int(i)] for i in set(PLACEHOLDER.findall(code))}
 
     def resolve(self, chunk: str) -> str:
         """Final code of one function (or statement group): plain locals that equal the final name of a
         placeholder in it are renamed first, then placeholders are replaced."""
-        finals = self.used(chunk)
-        words = set(_WORD.findall(PLACEHOLDER.sub("", chunk)))
-        clash = words & finals
+        parts = PLACEHOLDER.split(chunk)  # text, number, text...: one pass serves every step below
+        numbers, final = parts[1::2], self.final
+        finals = {final[int(n)] for n in set(numbers)}
+        plain = "".join(parts[0::2])
+        # a block kernel's few names: a search each beats listing every word; a launcher reads every buffer
+        words = _Words(plain) if len(finals) <= 32 else set(_WORD.findall(plain))
+        clash = {name for name in finals if name in words}
         if clash:
-            chunk = _rename(chunk, clash, avoid=finals | words)
-        return self.show(chunk)
+            renamed = _rename(chunk, clash, avoid=_Words(plain, finals) if isinstance(words, _Words)
+                              else finals | words)
+            if renamed is not chunk:  # else the clashing word was only in a docstring or comment
+                return self.show(renamed)
+        parts[1::2] = [final[int(n)] for n in numbers]
+        return "".join(parts)
 
     def expr_code(self, text) -> str:
         """Code of a dim expression with every dim as its placeholder; parenthesized unless atomic."""
@@ -149,46 +170,129 @@ class NameTable:
         return code if isinstance(tree, (ast.Name, ast.Constant)) else f"({code})"
 
 
-def _rename(chunk: str, clash: set[str], avoid: set[str]) -> str:
-    """Rename plain-name tokens in `clash` (not attributes, not keyword-argument names)."""
+# A string literal from its prefix on (escapes included); an f-string is renamed inside its fields.
+_STRING = re.compile(r"[A-Za-z]{0,2}(?:" + "|".join([  # each body as runs of plain characters (fast in sre)
+    r'"""[^"\\]*(?:(?:\\.|"(?!""))[^"\\]*)*"""', r"'''[^'\\]*(?:(?:\\.|'(?!''))[^'\\]*)*'''",
+    r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"', r"'[^'\\\n]*(?:\\.[^'\\\n]*)*'"]) + ")", re.DOTALL)
+_FSTRING = re.compile(r"[A-Za-z]*[fF]")
+_KEYWORD = re.compile(r"[ \t]*=(?!=)")  # after a name inside brackets: a keyword argument, e.g. `mask=...`
+
+
+def _rename(chunk: str, clash: set[str], avoid: "set[str] | _Words") -> str:
+    """Rename plain-name tokens in `clash` (not attributes, not keyword-argument names); `chunk` itself
+    when none is found.
+
+    The tokenizer's rules for strings, comments, brackets and names, applied only where a string,
+    a comment or a clashing name can start; brackets are counted between those places (a file holds
+    a function per loop block, and tokenizing each whole cost more than everything else emitted)."""
+    scan, names = _scanners(frozenset(clash))
     fresh: dict[str, str] = {}
-    for old in sorted(clash):
-        new, n = f"{old}_", 1
-        while new in avoid or new in fresh.values():
-            n += 1
-            new = f"{old}_{n}"
-        fresh[old] = new
-    lines = chunk.split("\n")
-    edits: dict[int, list[tuple[int, int, str]]] = {}
-    tokens = list(tokenize.generate_tokens(io.StringIO(chunk).readline))
-    depth = 0
-    for i, tok in enumerate(tokens):
-        if tok.type == tokenize.OP and tok.string in "([{":
-            depth += 1
-        elif tok.type == tokenize.OP and tok.string in ")]}":
-            depth -= 1
-        if tok.type == tokenize.STRING and re.match(r"[A-Za-z]*[fF]", tok.string):
-            new = _rename_in_fstring(tok.string, fresh)  # Python < 3.12 tokenizes an f-string whole
-            if new != tok.string:
-                (row, col), (_, end) = tok.start, tok.end
-                edits.setdefault(row - 1, []).append((col, end, new))
-            continue
-        if tok.type != tokenize.NAME or tok.string not in fresh:
-            continue
-        before = tokens[i - 1] if i else None
-        after = tokens[i + 1] if i + 1 < len(tokens) else None
-        if before is not None and before.type == tokenize.OP and before.string == ".":
-            continue  # an attribute, e.g. `tl.max`
-        if depth and after is not None and after.type == tokenize.OP and after.string == "=":
-            continue  # a keyword argument, e.g. `mask=...`
-        (row, col), (_, end) = tok.start, tok.end
-        edits.setdefault(row - 1, []).append((col, end, fresh[tok.string]))
-    for row, spans in edits.items():
-        line = lines[row]
-        for col, end, new in sorted(spans, reverse=True):
-            line = line[:col] + new + line[end:]
-        lines[row] = line
-    return "\n".join(lines)
+
+    def renaming() -> dict[str, str]:  # the new names, chosen once something is to be renamed
+        if not fresh:
+            for old in sorted(clash):
+                new, n = f"{old}_", 1
+                while new in avoid or new in fresh.values():
+                    n += 1
+                    new = f"{old}_{n}"
+                fresh[old] = new
+        return fresh
+
+    out, done, depth, code, pos = [], 0, 0, 0, 0  # `code`: where the text not yet counted for brackets starts
+    while True:
+        m = scan.search(chunk, pos)
+        if m is None:
+            break
+        i, ch = m.start(), m.group()
+        pos = i + 1
+        if ch == "#":
+            depth += _brackets(chunk, code, i)
+            pos = code = chunk.find("\n", i) + 1 or len(chunk)
+        elif ch in "\"'":
+            start = i - len(_prefix(chunk, i))
+            depth += _brackets(chunk, code, start)
+            found = _STRING.match(chunk, start)
+            pos = code = found.end() if found else pos
+            text = chunk[start:pos]
+            if found and _FSTRING.match(text):
+                renamed = _rename_in_fstring(text, renaming())
+                if renamed != text:
+                    out += [chunk[done:start], renamed]
+                    done = pos
+        elif not (i and _word_char(chunk[i - 1])):  # the start of a word: a clashing name?
+            found = names.match(chunk, i)
+            if found is None:
+                continue
+            pos = found.end()
+            if _attribute(chunk, i):
+                continue
+            if _KEYWORD.match(chunk, pos):
+                depth += _brackets(chunk, code, i)
+                code = i
+                if depth:
+                    continue
+            out += [chunk[done:i], renaming()[found.group()]]
+            done = pos
+    return "".join(out) + chunk[done:] if out else chunk
+
+
+@functools.lru_cache(maxsize=256)
+def _scanners(clash: frozenset) -> tuple[re.Pattern, re.Pattern]:
+    """Where a string, comment or clashing name can start; a clashing name as a whole token."""
+    firsts = "".join(sorted({old[0] for old in clash}))
+    scan = re.compile(f"[{re.escape(firsts)}\"'#]")
+    names = re.compile("(?:" + "|".join(re.escape(old) for old in sorted(clash, key=lambda o: (-len(o), o)))
+                       + r")(?![\w'\"])")
+    return scan, names
+
+
+def _brackets(chunk: str, start: int, end: int) -> int:
+    """Brackets opened minus closed in code without strings or comments."""
+    text = chunk[start:end]
+    return (text.count("(") + text.count("[") + text.count("{")
+            - text.count(")") - text.count("]") - text.count("}"))
+
+
+def _word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"  # what `\w` matches
+
+
+class _Words:
+    """The whole words of `text` (plus `also`), looked up one at a time without listing them all."""
+
+    def __init__(self, text: str, also: Iterable[str] = ()):
+        self.text, self.also = text, set(also)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.also or _has_word(self.text, word)
+
+
+def _has_word(text: str, word: str) -> bool:
+    """`word` occurs in `text` as a whole word (as `_WORD` would find it)."""
+    i = text.find(word)
+    while i >= 0:
+        end = i + len(word)
+        if not (i and _word_char(text[i - 1])) and not (end < len(text) and _word_char(text[end])):
+            return True
+        i = text.find(word, i + 1)
+    return False
+
+
+def _prefix(chunk: str, quote: int) -> str:
+    """The letters of a string prefix (`f`, `rb`...) right before the quote at `quote`."""
+    start = quote
+    while start > 0 and quote - start < 3 and _word_char(chunk[start - 1]):
+        start -= 1
+    letters = chunk[start:quote]
+    return letters if len(letters) <= 2 and letters.isalpha() else ""
+
+
+def _attribute(chunk: str, start: int) -> bool:
+    """The name at `start` follows a `.` (an attribute, e.g. `tl.max`)."""
+    i = start - 1
+    while i >= 0 and chunk[i] in " \t":
+        i -= 1
+    return i >= 0 and chunk[i] == "."
 
 
 def _rename_in_fstring(literal: str, fresh: dict[str, str]) -> str:

@@ -7,7 +7,6 @@ interpreter and a GPU produce the same bits.
 """
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass
 from typing import Optional
 
@@ -20,7 +19,7 @@ from ..stage_api import next_pow2
 from ..stagefault import in_stage
 from . import naming
 from .common import (WIDTH, BodyCtx, FileContext, default_var, docstring, header, indent, spec_label,
-                     tuple_code, wrap_long_lines)
+                     tuple_code, wrap, wrap_long_lines)
 from .naming import NameTable
 
 NAME = "triton"
@@ -145,8 +144,8 @@ def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: 
     lines = ["@triton.jit",
              f"def {_kernel_name(block, file)}({', '.join(ptr(file.table, r) for r in block_refs(block))}):"]
     lines += [f'    """Loop block {block.index}: {ops}.', ""]
-    lines += textwrap.wrap(naming.docstring_text(f"One program per point of: {block.describe_domain()}."), WIDTH,
-                           initial_indent="    ", subsequent_indent="    ") + ['    """']
+    lines += wrap(naming.docstring_text(f"One program per point of: {block.describe_domain()}."), WIDTH,
+                  initial_indent="    ", subsequent_indent="    ") + ['    """']
     file.add_tile_constants(block, "program")
     for i, axis in enumerate(block.domain):
         lines.append(f"    {axis.var} = tl.program_id({i})")
