@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import dataclasses
 import sys
 import types
 from typing import Any, Callable
@@ -78,6 +79,12 @@ class _Jit:
         raise Unsupported(f"pl.jit.{name}")
 
 
+@dataclasses.dataclass(frozen=True)
+class _CrossCoreSlot:
+    """pl.cross_core_slot: the depth of a scope's cross-core pipe ring."""
+    slot_num: int
+
+
 class PlLanguage(types.ModuleType):
     """The `pl` namespace the emitted program sees."""
 
@@ -97,9 +104,12 @@ class PlLanguage(types.ModuleType):
 
     # --- orchestration -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def at(self, *, level, name_hint):
+    def at(self, *, level, name_hint, optimizations=()):
         if level != "CORE_GROUP":
             raise Unsupported(f"pl.at(level={level!r})")
+        for option in optimizations:  # scheduling hints: the results do not depend on them
+            if not isinstance(option, _CrossCoreSlot):
+                raise Unsupported(f"pl.at optimization {option!r}")
         self._depth += 1
         if self._on_scope is not None and (not self.scopes or self.scopes[-1] != name_hint):
             self._on_scope(name_hint)
@@ -108,6 +118,12 @@ class PlLanguage(types.ModuleType):
             yield None
         finally:
             self._depth -= 1
+
+    @staticmethod
+    def cross_core_slot(*, slot_num: int) -> "_CrossCoreSlot":
+        if not isinstance(slot_num, int) or slot_num < 1:
+            raise Unsupported(f"pl.cross_core_slot(slot_num={slot_num!r}): a positive int")
+        return _CrossCoreSlot(slot_num)
 
     def _orchestration_only(self, what: str):
         if self._depth:

@@ -32,6 +32,9 @@ from builder.stage_api import (Axis, Dim, Op, Params, Phase, StageError, TensorT
                                expect)
 from stages.dots import exact_dot
 
+VECTOR_BUFFER_BYTES = 188416  # an a2a3 AIV core's buffer as PyPTO plans it (the smallest of its targets)
+DEFAULT_PIPE_SLOTS = 2  # PyPTO's cross-core ring depth when a scope does not set one
+
 
 def golden_sparse_attention(q, kv, valid, sink, *, scale, out_dtype):
     """Closed-form softmax over the valid keys with the sink in the denominator; fp32 math."""
@@ -357,6 +360,8 @@ class SparseAttention(Op):
     def pypto(self, c):
         h, d, keys, scale, bn, bh = self._names(c)
         m, l, acc, sink, den = (c.local(x) for x in ("m", "l", "acc", "sink", "den"))
+        if c.p.key_tile is not None and c.phase != "combine":
+            self._fit_vector_buffer(c)
         row = c.let("r0", f"t * {h} + hb * {c.stride('hb')}", "first row of this head tile")
         head0 = f"hb * {c.stride('hb')}"
         lines = [] if c.phase == "combine" else self._pypto_keys(c, row)
@@ -375,6 +380,19 @@ class SparseAttention(Op):
             f"{den} = pl.add({l}, pl.exp(pl.sub({sink}, {m})))",
             f"{c.dst('o')}[{row} : {row} + {bh}, {cols}] = {c.cast(f'pl.row_expand_div({acc}, {den})', 'o')}",
         ]
+
+    @staticmethod
+    def _fit_vector_buffer(c) -> None:
+        """Key tiles merged on the vector core keep [heads, D] fp32 tiles live (the running output, the
+        tile's own and their rescaled copies; the partial phase also a copy it stores), beside the
+        cross-core ring of cube results (2 slots of the same size by default). When both do not fit an
+        AIV core's buffer, the ring gets the slots that do (at least 1). Counts measured on PyPTO's
+        memory planning at D = 512: 4 tiles in the partial phase, 2 otherwise."""
+        tile_bytes = c.tile_value("hb") * c.type("q").shape[2].value * 4
+        live = 4 if c.phase == "partial" else 2
+        spare = VECTOR_BUFFER_BYTES - live * tile_bytes
+        if spare < DEFAULT_PIPE_SLOTS * tile_bytes:
+            c.limit_pipe_slots(max(1, spare // tile_bytes))
 
     def _pypto_keys(self, c, row: str) -> list[str]:
         """The online softmax over this task's keys (all of them, or its piece of the split keys), in

@@ -171,3 +171,33 @@ def test_bad_params_are_located_errors(old, new, rule, at, message):
     line, _ = position(text, at, after=PRO)
     assert any(d.rule == rule and message in d.message and d.loc.line == line for d in found), \
         [(d.rule, d.loc.line, d.message) for d in found]
+
+
+def test_the_split_key_tiles_leave_the_vector_buffer_room_at_full_sizes(lib):
+    """At D = 512 the CSA kernel's split-key phase keeps four [16, 512] fp32 tiles on the vector core,
+    which with PyPTO's default 2-slot cross-core ring overflows an a2a3 core (196,928 > 188,416 bytes,
+    as its compiler reports): that scope asks for a 1-slot ring; the unsplit HCA and SWA scopes, and
+    every scope at small sizes, keep the default."""
+    def scopes_with_slots(name, sizes):
+        code = lib[name].emit("pypto", sizes)
+        return [line.strip() for line in code.splitlines() if "cross_core_slot" in line]
+
+    one_slot = ["optimizations=[pl.cross_core_slot(slot_num=1)],"]
+    assert scopes_with_slots("dsv4_pro_sparse_attn_decode", "full") == one_slot
+    for name in KERNELS:
+        assert scopes_with_slots(name, "small") == []
+    assert scopes_with_slots("dsv4_pro_sparse_attn_decode_hca", "full") == []
+    assert scopes_with_slots("dsv4_pro_sparse_attn_decode_swa", "full") == []
+
+
+def test_the_executor_takes_a_ring_depth_and_refuses_other_options():
+    from builder import plsim
+
+    pl = plsim.PlLanguage()
+    with pl.at(level=pl.Level.CORE_GROUP, name_hint="s", optimizations=[pl.cross_core_slot(slot_num=1)]):
+        pass
+    with pytest.raises(plsim.Unsupported):
+        pl.cross_core_slot(slot_num=0)
+    with pytest.raises(plsim.Unsupported):
+        with pl.at(level=pl.Level.CORE_GROUP, name_hint="s", optimizations=["split"]):
+            pass

@@ -102,6 +102,13 @@ class PyptoCtx(BodyCtx):
         super().__init__(stage, block, tg, file)
         self._names, self._setup, self._sizes = names, setup, sizes
         self.prologue: list[str] = []
+        self.pipe_slots: Optional[int] = None
+
+    def limit_pipe_slots(self, slots: int) -> None:
+        """Cap the depth of the cross-core pipe ring of this block's scope: PyPTO reserves `slots`
+        cube-to-vector tiles of the vector buffer for it (2 by default), which a stage whose own vector
+        tiles are large may need for itself."""
+        self.pipe_slots = slots if self.pipe_slots is None else min(self.pipe_slots, slots)
 
     def tile(self, var_name: str) -> str:
         """This instance's tile size: the full tile, or the last, partial one (run as its own loop)."""
@@ -204,15 +211,19 @@ def _block(block: LoopBlock, tg: TypedGraph, file: FileContext, names: Names) ->
     for last in _instances(block):
         sizes = {a.var: file.tail(block, a) for a in block.domain if last.get(a.var)}
         body: list[str] = []
+        slots: list[int] = []
         for stage in block.stages:
             body.append(f"# stage {stage.id} ({stage.op.name})")
             ctx = PyptoCtx(stage, block, tg, file, names, setup, sizes)
             with in_stage(stage.id, stage.op.name, stage.loc, "writing its PyPTO tile body"):
                 tile_body = stage.op.pypto(ctx)
             body += ctx.prologue + tile_body
+            slots += [ctx.pipe_slots] if ctx.pipe_slots is not None else []
         if any(last.values()):
             nests.append("# the last, partial tile of " + ", ".join(v for v, t in last.items() if t))
-        scope = [f"with pl.at(level=pl.Level.CORE_GROUP, name_hint={naming.string(block.name)}):"] + indent(body, 4)
+        options = f", optimizations=[pl.cross_core_slot(slot_num={min(slots)})]" if slots else ""
+        scope = [f"with pl.at(level=pl.Level.CORE_GROUP, name_hint={naming.string(block.name)}{options}):"]
+        scope += indent(body, 4)
         nests += _loops(block, file, last) + indent(scope, 4 * len(block.domain))
     return lines + setup + nests
 
