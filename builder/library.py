@@ -86,11 +86,12 @@ class Kernel:
         return run_emitted(self.emit(backend, sizes), backend, tg, inputs)
 
     def verify(self, backend: str = "triton", sizes: Optional[str] = None, seed: int = 0, progress=None,
-               check_values: bool = True, on_block=None):
-        """`progress(message)` is told each step, `on_block(index, name)` each loop block as it starts."""
+               check_values: bool = True, on_block=None, fixtures: Optional[dict] = None):
+        """`progress(message)` is told each step, `on_block(index, name)` each loop block as it starts;
+        `fixtures`: a dict the caller keeps between backends, to make the inputs and golden once."""
         from .verify import verify
 
-        return verify(self, backend, self.size_set(sizes), seed, progress, check_values, on_block)
+        return verify(self, backend, self.size_set(sizes), seed, progress, check_values, on_block, fixtures)
 
 
 class Library(Mapping):

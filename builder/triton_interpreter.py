@@ -18,6 +18,8 @@ code is untouched: the interpreter still runs exactly what a GPU would run.
 - A masked load gathers element by element in C++. For tiles of aligned elements numpy's gather over
   the same addresses (a view of the memory between the lowest and highest live address) reads the
   same bytes, several times faster; masked-off lanes take `other` as before.
+- Every op maps its element type to a numpy dtype by building a dict of sixteen entries; the map is
+  fixed, so each answer is remembered.
 - An int8 `tl.dot` runs as numpy's integer matmul (no BLAS). Through float64 BLAS it is exact: every
   partial sum of int8 products is an integer far below 2**53, and the int32 result wraps the same.
 """
@@ -51,6 +53,7 @@ def install() -> None:
         interpreter.interpreter_builder.options = dataclasses.replace(options, sanitize_overflow=False)
     interpreter._convert_float = _shift_when_exact(interpreter._convert_float)
     _remember_block_shapes()
+    interpreter._get_np_dtype = _remembered(interpreter._get_np_dtype)
     interpreter._interpreter = _GatherWithNumpy(interpreter._interpreter)
     builder_cls = type(interpreter.interpreter_builder)
     if hasattr(builder_cls, "create_dot"):
@@ -181,3 +184,20 @@ class _GatherWithNumpy:
         index = ((ptrs - np.uint64(low)) // np.uint64(size)).astype(np.intp)
         np.putmask(index, ~mask, 0)  # masked-off lanes point anywhere: read the first live element
         return np.where(mask, memory[index], other.astype(dtype, copy=False))
+
+
+def _remembered(fn):
+    """`fn` of a hashable argument, computed once per argument (unhashable ones pass through)."""
+    answers: dict = {}
+
+    @functools.wraps(fn)
+    def remembered(arg):
+        try:
+            return answers[arg]
+        except KeyError:
+            answers[arg] = answer = fn(arg)
+            return answer
+        except TypeError:
+            return fn(arg)
+
+    return remembered

@@ -148,8 +148,11 @@ def _block_tracker(sched, backend: str, on_block: Callable[[int, str], None]) ->
 
 def verify(kernel, backend: str, sizes: str, seed: int = 0,
            progress: Optional[Callable[[str], None]] = None, check_values: bool = True,
-           on_block: Optional[Callable[[int, str], None]] = None) -> Report:
-    """`progress(message)` is told each step, `on_block(index, name)` each loop block as it starts."""
+           on_block: Optional[Callable[[int, str], None]] = None, fixtures: Optional[dict] = None) -> Report:
+    """`progress(message)` is told each step, `on_block(index, name)` each loop block as it starts.
+    `fixtures` is a dict the caller keeps from one backend to the next: the inputs and golden of the
+    last (kernel, sizes, seed) stay there, and each run gets copies of the inputs, so that no backend
+    sees what another one's code did to them."""
     from .inputs import check
     from .runtime import run_emitted
 
@@ -157,11 +160,21 @@ def verify(kernel, backend: str, sizes: str, seed: int = 0,
     tg, sched = kernel.typed(sizes)
     report = Report(kernel.name, backend, sizes, loop_block_count=len(sched.blocks))
     start = time.perf_counter()
-    say("making inputs")
-    inputs = kernel.make_inputs(seed, sizes)
-    say("running the golden")
-    golden = kernel.golden(inputs, sizes=sizes)
+    key = (kernel.name, sizes, seed)
+    if fixtures is not None and key in fixtures:
+        say("inputs and golden as made for the previous backend")
+        inputs, golden = fixtures[key]
+    else:
+        say("making inputs")
+        inputs = kernel.make_inputs(seed, sizes)
+        say("running the golden")
+        golden = kernel.golden(inputs, sizes=sizes)
+        if fixtures is not None:  # one kernel's at a time: full-size fixtures are large
+            fixtures.clear()
+            fixtures[key] = inputs, golden
     say(f"emitting and running {backend} code ({len(sched.blocks)} loop blocks)")
+    if fixtures is not None:
+        inputs = {name: t.clone() for name, t in inputs.items()}
     try:
         check(tg, inputs, backend, check_values)
         result = run_emitted(kernel.emit(backend, sizes), backend, tg, inputs,

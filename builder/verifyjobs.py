@@ -78,12 +78,13 @@ def run(kernels, backends, sizes: Optional[str], seed: int, check_values: bool, 
 
 
 def _here(todo, sizes, seed, check_values, progress: Progress):
+    fixtures: dict = {}  # a kernel's inputs and golden, made once for all its backends
     for k, b in todo:
         progress.start(k.name, b, len(k.typed(sizes)[1].blocks))
         try:
             report = k.verify(b, sizes, seed, lambda what, k=k, b=b: progress.step(k.name, b, what), check_values,
                               on_block=lambda i, name, k=k, b=b: progress.step(k.name, b, f"block {i} {name}",
-                                                                               completed=i))
+                                                                               completed=i), fixtures=fixtures)
         finally:
             progress.done(k.name, b)
         yield report

@@ -127,3 +127,15 @@ def test_remembered_block_shapes_still_validate_and_keep_their_fields():
         core.block_type(tl.float32, [16, 24])
     with pytest.raises(ValueError, match="power of 2"):
         core.block_type(tl.float32, [16, 24])  # a failure is never remembered as a success
+
+
+def test_numpy_dtypes_are_remembered_and_still_right():
+    from builder import triton_interpreter
+
+    for tt, np_dtype in ((tl.float32, np.float32), (tl.bfloat16, np.uint16), (tl.int8, np.int8),
+                         (tl.pointer_type(tl.float32), np.uint64)):
+        assert interpreter._get_np_dtype(tt) == np.dtype(np_dtype)
+    calls = []
+    remembered = triton_interpreter._remembered(lambda arg: calls.append(arg) or len(calls))
+    assert [remembered("a"), remembered("a"), remembered("b")] == [1, 1, 2]
+    assert remembered([1]) == 3 and remembered([1]) == 4  # unhashable: computed every time
