@@ -5,6 +5,7 @@ and the `TensorType` that flows on them. Errors are collected, never raised one 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -251,6 +252,13 @@ class _GraphBuilder:
 
     def wire_outputs(self) -> None:
         for name, out in self.spec.outputs.items():
+            for i, other in enumerate(out.tolerance.given if out.tolerance else []):
+                if other == name or other not in self.spec.outputs:
+                    self.sink.error("unknown-ref", f"output `{name}`: `given` names `{other}`, which is not another "
+                                                   "output of this kernel",
+                                    self.where(("outputs", name, "tolerance", "given", i), False),
+                                    did_you_mean(other, [o for o in self.spec.outputs if o != name])
+                                    or "name outputs whose produced values the reference starts from")
             ref = out.from_
             if ref in self.producers or ref in self.input_types:
                 self.outputs[name] = ref
@@ -300,6 +308,10 @@ class _GraphBuilder:
         ins = {port: t for port, t in found.items() if t is not None}
         if len(ins) < len(found) or not set(ports) - op.optional_inputs <= set(ins):
             return  # an upstream error already explains this stage
+        read = self.reshaped(sid, st, ins, dims)
+        if read is None:
+            return
+        ins = read
         stage_loc = self.where(("stages", sid), True)
         try:
             with in_stage(sid, op.name, stage_loc, "inferring its types and tiles", (StageError, expr.ExprError)):
@@ -326,6 +338,40 @@ class _GraphBuilder:
         for name, t in private.items():
             self.available[stage.private_ref(name)] = t
         self.stages[sid] = stage
+
+    def reshaped(self, sid: str, st: StageSpec, ins: dict[str, TensorType],
+                 dims: Dims) -> dict[str, TensorType] | None:
+        """The stage's inputs with `reshape:` applied: the same elements read with another shape (a
+        RoPE layout stays only on a tensor whose lanes keep their extent). None after an error."""
+        out = dict(ins)
+        for port, texts in st.reshape.items():
+            path = ("stages", sid, "reshape", port)
+            if port not in ins:
+                self.sink.error("unknown-key", f"stage `{sid}` reshapes `{port}`, which is not one of its wired "
+                                               "inputs", self.where(path, True),
+                                did_you_mean(port, ins) or f"its inputs: {', '.join(ins)}")
+                return None
+            try:
+                shape = tuple(_dim(dims, d, path + (i,)) for i, d in enumerate(texts))
+            except _DimError as e:
+                self.sink.error(e.error.kind, f"stage `{sid}` reshape `{port}`: {e.error}", self.where(e.path, False))
+                return None
+            t = ins[port]
+            if math.prod(d.value for d in shape) != math.prod(t.numel_shape):
+                self.sink.error("shape-mismatch", f"stage `{sid}` reads `{st.inputs[port]}` ({t.describe()}) as "
+                                                  f"[{', '.join(d.text for d in shape)}] = "
+                                                  f"{[d.value for d in shape]}: not the same number of elements",
+                                self.where(path, False), "a reshape keeps every element: the extents' products must "
+                                                         "be equal")
+                return None
+            keeps_lanes = bool(shape) and bool(t.shape) and shape[-1].value == t.shape[-1].value
+            if t.layout is not None and not keeps_lanes:
+                self.sink.error("layout-mismatch", f"stage `{sid}` reshape `{port}` changes the last axis of a tensor "
+                                                   f"carrying RoPE lanes in `{t.layout.value}` layout",
+                                self.where(path, False), "keep the last extent when reshaping rotary lanes")
+                return None
+            out[port] = TensorType(shape, t.dtype, t.layout)
+        return out
 
     def warn_unused(self) -> None:
         """Unused inputs and stages are warnings: the kernel still runs."""

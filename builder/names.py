@@ -19,7 +19,7 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 RESERVED = frozenset({
     "torch", "triton", "tl", "pl", "argparse",
     "run", "check_inputs", "EXPECTED_INPUTS", "round_bf16", "round_half_even",
-    "build_tensor_specs", "TensorSpec", "ratio_allclose", "run_jit",
+    "build_tensor_specs", "TensorSpec", "ratio_allclose", "ratio_reldiff", "run_jit", "judge", "tolerance_compare",
 })
 # Prefixes of top-level functions copied verbatim from stages/ and builder/inits.py.
 RESERVED_PREFIXES = ("golden_", "init_", "__")

@@ -151,6 +151,21 @@ class PlLanguage(types.ModuleType):
             raise Unsupported(f"pl.reshape of {list(x.shape)} to {list(shape)}")
         return _pl(x.view(list(shape)) if x.is_contiguous() else x.reshape(list(shape)))
 
+    def slice(self, x, shape, offset, valid_shape=None):
+        """A tile of `shape` read from tensor `x` at `offset`; with `valid_shape`, only that leading part
+        is read (it may be all the tensor holds) and the rest is poison, which must never reach a result."""
+        self._incore_only("pl.slice")
+        shape, offset = [int(s) for s in shape], [int(o) for o in offset]
+        valid = [int(v) for v in valid_shape] if valid_shape is not None else shape
+        if len(shape) != x.dim() or len(offset) != x.dim() or len(valid) != x.dim():
+            raise Unsupported(f"pl.slice of a rank-{x.dim()} tensor with shape {shape}, offset {offset}")
+        if any(v > s or o + v > n for v, s, o, n in zip(valid, shape, offset, x.shape)):
+            raise Unsupported(f"pl.slice of {list(x.shape)}: valid {valid} at {offset} runs past it (or the tile)")
+        tile = torch.full(shape, float("nan")) if x.is_floating_point() else torch.full(shape, POISON_INT)
+        tile = tile.to(x.dtype)
+        tile[tuple(slice(0, v) for v in valid)] = x[tuple(slice(o, o + v) for o, v in zip(offset, valid))]
+        return _pl(tile)
+
     # --- scalars -------------------------------------------------------------------------------
     def read(self, t, index):
         value = t[tuple(int(i) for i in index)].item()
@@ -370,8 +385,8 @@ def _matmul(a, b, out_dtype, a_trans, b_trans):
 
 def _cast(x: torch.Tensor, dtype, mode: str) -> torch.Tensor:
     src = x.dtype
-    if src == dtype:
-        return x.clone()
+    if src == dtype:  # PyPTO: "same-dtype cast is not a valid operation"
+        raise Unsupported(f"pl.cast of a {_name(src)} tile to {_name(dtype)}: remove the cast")
     if not src.is_floating_point:  # integer source
         if dtype.is_floating_point:
             return x.to(dtype)  # exact for the ranges in use; large int32 round to nearest even

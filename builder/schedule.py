@@ -95,7 +95,8 @@ def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, 
                        "fused stages must share one iteration domain")
             continue
         illegal = [(s, port, ref) for s in members for port, ref in tg.stages[s].inputs.items()
-                   if tg.producer(ref) in group and port not in tg.stages[s].op.pointwise_inputs]
+                   if tg.producer(ref) in group and (port not in tg.stages[s].op.pointwise_inputs
+                                                     or port in tg.stages[s].spec.reshape)]
         if illegal:
             s, port, ref = illegal[0]
             sink.error("illegal-fuse", f"`fuse` group {gi}: `{s}` reads `{ref}` (port `{port}`) beyond its own "

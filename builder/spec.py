@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .diagnostics import Location
@@ -61,14 +61,55 @@ class Layout(str, Enum):
     split_half = "split_half"  # lanes [0, R/2) real, [R/2, R) imaginary
 
 
+POLICY_FIELDS = {"allclose": {"rtol", "atol"}, "reldiff": {"diff"}, "codes": {"max_step", "max_row_ratio"}}
+
+
 class Tolerance(Frozen):
-    rtol: Float = Field(1e-3, ge=0.0)
-    atol: Float = Field(1e-3, ge=0.0)
+    """How an output is compared with its reference: one of pypto-lib's comparators, by `compare`.
+
+    `allclose`: a point is bad when `|a - e| > atol + rtol * |e|` (ratio_allclose). `reldiff`: with
+    `d = |a - e|`, a point is bad when `d >= diff` and `d / max(|a|, |e|, 2^-14 / diff) > diff`
+    (ratio_reldiff). `codes`: integer codes; a point is bad when it differs at all, none may differ
+    by more than `max_step`, and no row (last axis) may have more than `int(max_row_ratio * width)`
+    bad points (pypto-lib's quantized-code comparator). In every policy at most
+    `max_error_ratio * numel` points may be bad, rounded down (`allowed_bad: floor`) or half to even
+    (`round_half_even`, as pypto-lib's comparators round), and NaN/Inf fail. `positive` also fails any
+    value <= 0; `given` compares with the reference recomputed from the kernel's own values of those
+    outputs instead of the golden's (pypto-lib's q against the kernel's own qr)."""
+
+    compare: Literal["allclose", "reldiff", "codes"] = Field("allclose", description="the comparator")
+    rtol: Float = Field(1e-3, ge=0.0, description="allclose: relative tolerance")
+    atol: Float = Field(1e-3, ge=0.0, description="allclose: absolute tolerance")
     max_error_ratio: Float = Field(0.0, ge=0.0, le=1.0,
-                                   description="fraction of points allowed outside atol + rtol*|golden|")
+                                   description="fraction of points allowed to be bad (rounded to a count as "
+                                               "`allowed_bad` says)")
     allowed_bad: Literal["floor", "round_half_even"] = Field(
         "floor", description="how max_error_ratio x points becomes the count of bad points allowed: rounded "
-                             "down, or to nearest with ties to even (pypto-lib's ratio_allclose)")
+                             "down, or to nearest with ties to even (pypto-lib's comparators)")
+    diff: Optional[Float] = Field(None, gt=0.0, description="reldiff: the per-point relative threshold")
+    max_step: Optional[Annotated[int, Strict(), Field(ge=0)]] = Field(
+        None, description="codes: the largest difference of any one code")
+    max_row_ratio: Optional[Float] = Field(None, ge=0.0, le=1.0,
+                                           description="codes: fraction of a row's codes allowed to differ")
+    positive: bool = Field(False, description="every value must be > 0 on both sides")
+    given: list[Name] = Field(default_factory=list, description="outputs of this kernel whose produced values "
+                                                                "the reference is recomputed from")
+
+    def fields_read(self) -> set[str]:
+        """The fields its comparator reads (besides `given`)."""
+        return {"compare", "max_error_ratio", "allowed_bad", "positive"} | POLICY_FIELDS[self.compare]
+
+    @model_validator(mode="after")
+    def _policy_fields(self) -> "Tolerance":
+        foreign = sorted(f for kind, fields in POLICY_FIELDS.items() if kind != self.compare for f in fields
+                         if f in self.model_fields_set)
+        if foreign:
+            raise ValueError(f"`{', '.join(foreign)}` belong to another `compare:` than `{self.compare}`")
+        if self.compare == "reldiff" and self.diff is None:
+            raise ValueError("`compare: reldiff` needs `diff:` (the per-point relative threshold)")
+        if self.compare == "codes" and self.max_step is None:
+            raise ValueError("`compare: codes` needs `max_step:` (the largest difference of one code)")
+        return self
 
 
 class TensorSpec(Frozen):
@@ -90,6 +131,9 @@ class StageSpec(Frozen):
     op: str
     inputs: dict[str, str] = Field(alias="in")
     params: dict[str, Any] = Field(default_factory=dict)
+    reshape: dict[str, list[DimExpr]] = Field(
+        default_factory=dict, description="input port -> the shape it is read as: the same elements in the "
+                                          "same order (row-major), such as [T, H, HD] for a [T, H * HD] tensor")
     doc: str = ""
 
 
@@ -108,7 +152,7 @@ class KernelSpec(Frozen):
     inputs: dict[Name, TensorSpec]
     stages: dict[Name, StageSpec]
     outputs: dict[Name, OutputSpec]
-    tolerance: Tolerance = Tolerance()
+    tolerance: Tolerance = Field(Tolerance(), description="default for outputs, and for every stage's own check")
     fuse: list[list[str]] = Field(default_factory=list)
     extends: Optional[str] = None
     loc: Location = Field(exclude=True)
@@ -118,6 +162,14 @@ class KernelSpec(Frozen):
     def _some_sizes(cls, v: dict) -> dict:
         if not v:
             raise ValueError("give at least one size set")
+        return v
+
+    @field_validator("tolerance")
+    @classmethod
+    def _plain_default(cls, v: Tolerance) -> Tolerance:
+        if v.compare != "allclose" or v.given:
+            raise ValueError("the kernel's `tolerance:` also checks every stage's own buffers: it takes "
+                             "`compare: allclose` and no `given:` (set those on an output)")
         return v
 
 

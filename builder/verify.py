@@ -10,7 +10,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
-from .golden import run_stages
+from .comparators import judge
+from .golden import run_given, run_stages
 from .spec import Tolerance
 
 
@@ -21,37 +22,26 @@ class Stats:
     mismatch_ratio: float
     nonfinite: int
     ok: bool
+    bad: int = 0          # points outside the tolerance (codes: that differ)
+    allowed: int = 0      # bad points the tolerance allows: round(max_error_ratio * numel)
+    problem: str = ""     # what fails the output whatever the count (a code step, a full row, a value <= 0)
 
 
 def compare(actual, expected, tol: Tolerance) -> Stats:
-    """NaN/Inf in the result always fail; otherwise at most `max_error_ratio` of the points may lie
-    outside `atol + rtol * |golden|` (that count rounded as `allowed_bad` says). `max_rel_err` is
-    taken over points whose |golden| > atol."""
-    import torch
-
+    """`actual` against `expected` under the policy of `tol` (builder/comparators.py): NaN/Inf on either
+    side always fail; at most `max_error_ratio * numel` points may be bad,
+    rounded down or half to even as `allowed_bad` says."""
     if tuple(actual.shape) != tuple(expected.shape):
-        return Stats(float("inf"), float("inf"), 1.0, 0, False)
-    # fp32 holds the difference of two floats of up to 32 bits to far better than any tolerance;
-    # integers and fp64 are compared in fp64, which holds them exactly
-    small_floats = all(t.is_floating_point() and t.element_size() <= 4 for t in (actual, expected))
-    work = torch.float32 if small_floats else torch.float64
-    a, e = actual.to(work).flatten(), expected.to(work).flatten()
-    if a.numel() == 0:
-        return Stats(0.0, 0.0, 0.0, 0, True)
-    err = (a - e).abs_()
-    # a - e is finite wherever both are, so only a non-finite err can hide a non-finite result
-    nonfinite = int((~torch.isfinite(a)).sum().item()) if not bool(torch.isfinite(err.max())) else 0
-    if nonfinite:
-        err[~torch.isfinite(a)] = float("inf")
-    magnitude = e.abs()  # not in place: `e` may be the caller's tensor
-    bad = ~(err <= magnitude * tol.rtol + tol.atol)  # a NaN golden fails too
-    count = bad.count_nonzero().item()
-    ratio = count / bad.numel()
-    within = (ratio <= tol.max_error_ratio if tol.allowed_bad == "floor"
-              else count <= round(tol.max_error_ratio * bad.numel()))  # Python's round: ties to even
-    # relative error only where it means something: golden values above the absolute tolerance
-    rel = torch.where(magnitude > tol.atol, err / magnitude, 0.0).max().item()
-    return Stats(err.max().item(), rel, ratio, nonfinite, nonfinite == 0 and within)
+        return Stats(float("inf"), float("inf"), 1.0, 0, False, problem=f"shape {list(actual.shape)} is not "
+                                                                          f"{list(expected.shape)}")
+    ok, f = judge(actual, expected, **policy(tol))
+    return Stats(f["max_abs_err"], f["max_rel_err"], f["bad"] / max(actual.numel(), 1), f["nonfinite"], ok,
+                 f["bad"], f["allowed"], f["problem"])
+
+
+def policy(tol: Tolerance) -> dict:
+    """`judge`'s keyword arguments for a tolerance (its `given` is the caller's business)."""
+    return tol.model_dump(exclude={"given"}, exclude_defaults=False)
 
 
 @dataclass
@@ -106,7 +96,8 @@ class Report:
 
 def _fmt(s: Stats) -> str:
     return (f"max_abs_err {s.max_abs_err:.3g}, max_rel_err {s.max_rel_err:.3g}, "
-            f"{s.mismatch_ratio:.2%} outside tolerance" + (f", {s.nonfinite} NaN/Inf" if s.nonfinite else ""))
+            f"{s.bad} bad of {s.allowed} allowed ({s.mismatch_ratio:.2%})"
+            + (f", {s.nonfinite} NaN/Inf" if s.nonfinite else "") + (f", {s.problem}" if s.problem else ""))
 
 
 def describe(report: Report, file: str) -> list[str]:
@@ -193,9 +184,12 @@ def verify(kernel, backend: str, sizes: str, seed: int = 0,
         report.seconds = time.perf_counter() - start
         return report
     say("comparing")
-    for name, _ref in tg.outputs.items():
+    for name, ref in tg.outputs.items():
         tol = tg.spec.outputs[name].tolerance or tg.spec.tolerance
-        report.outputs[name] = compare(result[name], golden[name], tol)
+        expected = golden[name]
+        if tol.given:  # the reference recomputed from the kernel's own values of those outputs
+            expected = run_given(tg, inputs, {tg.outputs[g]: result[g] for g in tol.given}, ref)
+        report.outputs[name] = compare(result[name], expected, tol)
     report.stages = check_blocks(tg, sched, result, inputs)
     report.seconds = time.perf_counter() - start
     return report

@@ -5,12 +5,16 @@ it `[N, K]` (a linear layer's rows). `x` and `w` are both bf16 or both fp32. The
 fp32 (`x.float() @ w.float()`, torch's order of summation); with `split_k: S`, K is cut into S equal
 slices, each slice's product is computed on its own and the slices are added in ascending order in
 fp32 (`((P0 + P1) + P2) + ...`, qkv_proj_rope's QR_OK = 2 and KV_OK = 4). The result is rounded once to
-`out_dtype`. pypto-lib's qkv golden further mirrors the A5 cube's K16 accumulation inside a slice;
-this golden does not (the difference is a few fp32 ulps of the sum).
+`out_dtype`. pypto-lib's qkv golden further mirrors the A5 cube's accumulation inside a slice (16-deep
+fp64 dot products added to an fp32 sum in order); this golden does not: the difference is a few fp32
+ulps of the sum, which can move a later int8 code by one step at a rounding boundary (qkv_proj_rope's
+`qr` comparator allows such steps).
 
 Backends: Triton accumulates `block_k` steps in ascending order with `tl.dot` on tensor cores, exactly
 for bf16 operands (stages/dots.py), over all rows at once (padded to 16 for `tl.dot`); PyPTO with
-`pl.matmul` / `pl.matmul_acc` steps into an fp32 accumulator, and `pl.add` of the slices.
+`pl.matmul` / `pl.matmul_acc` steps into an fp32 accumulator. With `split_k`, both run as two loop
+blocks, as pypto-lib's qkv_proj_rope does: `partial` (one program per column tile and slice) writes
+each slice's product, and `reduce` adds them in ascending order.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from pydantic import Field
 
 from builder import dtypes, expr
 from builder.spec import DType, Int
-from builder.stage_api import Axis, Op, StageError, TensorType, expect
+from builder.stage_api import Axis, Dim, Op, Phase, StageError, TensorType, expect
 from stages.matmul_tiles import MatmulParams, matmul_tiles, pypto_k_loop, triton_k_loop
 
 
@@ -78,10 +82,25 @@ class Matmul(Op):
         x, w = ins["x"], ins["w"]
         k = x.shape[1] if p.split_k == 1 else dims.dim(expr.quotient(x.shape[1].text, p.split_k))
         moved = sum(t.nbytes for t in ins.values())
-        return matmul_tiles(p, w.shape[1 if p.weight_layout == "kn" else 0], k, *DEFAULT_TILES, programs=1, moved=moved)
+        return matmul_tiles(p, w.shape[1 if p.weight_layout == "kn" else 0], k, *DEFAULT_TILES, programs=p.split_k,
+                            moved=moved)
 
     def domain(self, ins, p, dims):
         return (Axis.tiled("nb", self.tiles(ins, p, dims)["block_n"]),)
+
+    def phases(self, ins, p, dims):
+        if p.split_k == 1:
+            return ()
+        out = self.domain(ins, p, dims)
+        return (Phase("partial", out + (Axis("s", Dim(str(p.split_k), p.split_k), parallel=True),), reads=("x", "w"),
+                      private_writes=("parts",)),
+                Phase("reduce", out, writes=("y",), private_reads=("parts",)))
+
+    def private(self, ins, p, dims):
+        if p.split_k == 1:
+            return {}
+        y = self.infer(ins, p, dims)["y"]
+        return {"parts": TensorType((Dim(str(p.split_k), p.split_k),) + y.shape, DType.fp32)}
 
     def golden_args(self, p, dims, types):
         return {"weight_layout": p.weight_layout, "split_k": p.split_k, "out_dtype": dtypes.info(p.out_dtype).torch}
@@ -93,20 +112,41 @@ class Matmul(Op):
     def _k_loop_args(self, c) -> dict:
         return dict(a=c.src("x"), a_row0="0", w=c.src("w"), rows=c.dim("x", 0), rows_dim=c.type("x").shape[0],
                     k_dim=c.dim("x", 1), dtype=c.type("x").dtype, w_kn=c.p.weight_layout == "kn",
-                    split_k=c.p.split_k)
+                    k_slice=c.phase == "partial")
 
     def triton(self, c):
-        n_dim = c.dim("y", 1)
-        return triton_k_loop(c, w_row0="0", n_dim=n_dim, **self._k_loop_args(c)) + [
-            c.store(f"{c.dst('y')} + r[:, None] * {n_dim} + n[None, :]", c.cast_for("y", "acc"), "r", "n",
-                    mask="live[:, None]"),
-        ]
+        t, n_dim = c.dim("x", 0), c.dim("y", 1)
+        if c.phase == "reduce":  # the slices' products, added in ascending order
+            split = c.const("SPLIT_K", c.p.split_k, "K slices, each summed on its own, added in ascending order")
+            at = f"r[:, None] * {n_dim} + n[None, :]"
+            lines = c.lanes("n", "nb") + c.span("r", c.type("y").shape[0], "T")
+            parts = c.private("parts")
+            lines += [f"acc = {c.load(f'{parts} + {at}', 'r', 'n')}", f"for s in range(1, {split}):",
+                      f"    acc += {c.load(f'{parts} + s * {t} * {n_dim} + {at}', 'r', 'n')}"]
+            return lines + [c.store(f"{c.dst('y')} + {at}", c.cast_for("y", "acc"), "r", "n")]
+        lines = triton_k_loop(c, w_row0="0", n_dim=n_dim, **self._k_loop_args(c))
+        if c.phase == "partial":
+            return lines + [c.store(f"{c.private('parts')} + (s * {t} + r[:, None]) * {n_dim} + n[None, :]", "acc",
+                                    "r", "n", mask="live[:, None]")]
+        return lines + [c.store(f"{c.dst('y')} + r[:, None] * {n_dim} + n[None, :]", c.cast_for("y", "acc"), "r",
+                                "n", mask="live[:, None]")]
 
     def pypto(self, c):
-        acc, bn = c.local("acc"), c.tile("nb")
+        t, bn = c.dim("x", 0), c.tile("nb")
+        acc = c.local("acc")
         n0 = c.let("n0", f"nb * {c.stride('nb')}", "this tile's output columns")
-        return pypto_k_loop(c, w_row0=n0, acc=acc, **self._k_loop_args(c)) + [
-            f"{c.dst('y')}[0:{c.dim('y', 0)}, {n0} : {n0} + {bn}] = {c.cast(acc, 'y')}"]
+        cols = f"{n0} : {n0} + {bn}"
+        if c.phase == "reduce":
+            split = c.const("SPLIT_K", c.p.split_k, "K slices, each summed on its own, added in ascending order")
+            s = c.local("s")
+            return [f"{acc} = {c.private('parts')}[0:{t}, {cols}]",
+                    f"for {s} in pl.range(1, {split}):",
+                    f"    {acc} = pl.add({acc}, {c.private('parts')}[{s} * {t} : {s} * {t} + {t}, {cols}])",
+                    f"{c.dst('y')}[0:{t}, {cols}] = {c.cast(acc, 'y')}"]
+        lines = pypto_k_loop(c, w_row0=n0, acc=acc, **self._k_loop_args(c))
+        if c.phase == "partial":
+            return lines + [f"{c.private('parts')}[s * {t} : s * {t} + {t}, {cols}] = {acc}"]
+        return lines + [f"{c.dst('y')}[0:{t}, {cols}] = {c.cast(acc, 'y')}"]
 
 
 OP = Matmul()

@@ -1,15 +1,21 @@
 """matmul_w8a8: int8 activations x int8 weights, int32 accumulation, dequantized to `out_dtype`.
 
 `y[t, n] = float(sum_k a[t, k] * w[n, k]) * a_scale[t] * w_scale[n]` (per-row activation scale times
-per-output-channel weight scale).
+per-output-channel weight scale). The weight is stored `[N, K]` (`weight_layout: nk`, a linear layer's
+rows) or `[K, N]` (`kn`, qkv_proj_rope's `wq_b`).
 
 With per-group activation scales (`a_scale` [T, G], G dividing K: quant_rowwise_int8 with `groups`),
 K is cut into G equal groups and `y[t, n] = (sum_g float(acc_g[t, n]) * a_scale[t, g]) * w_scale[n]`,
 `acc_g` the exact int32 sum over group g, the groups added in ascending order in fp32 from zero. That
 is DeepSeek-V4-Pro's o-projection B in pypto-lib's order (proj_b_act), bit for bit: each group's sum
 is an exact integer below 2**24, so only the ordered fp32 products and sums round, as in the golden.
+A `[T, 1]` scale (G = 1) is the per-row scale as a column (qkv_proj_rope's `qr_scale`).
 """
 from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
 
 from builder import dtypes, expr
 from builder.spec import DType
@@ -17,20 +23,23 @@ from builder.stage_api import Axis, Op, StageError, TensorType, expect
 from stages.matmul_tiles import MatmulParams, matmul_tiles, pypto_k_loop, triton_k_loop
 
 
-def golden_matmul_w8a8(a, a_scale, w, w_scale, *, out_dtype):
+def golden_matmul_w8a8(a, a_scale, w, w_scale, *, out_dtype, weight_layout="nk"):
     """float(int8 a @ int8 w^T, exact) * row scale * channel scale, then rounded."""
     import torch
 
-    acc = (a.double() @ w.double().T).float()  # exact: |acc| < 2**53
-    y = acc * a_scale.float()[:, None] * w_scale.float()[None, :]
+    w = w.double().T if weight_layout == "nk" else w.double()
+    acc = (a.double() @ w).float()  # exact: |acc| < 2**53
+    y = acc * a_scale.float().reshape(-1, 1) * w_scale.float()[None, :]
     return {"y": y.to(getattr(torch, out_dtype))}
 
 
-def golden_matmul_w8a8_groups(a, a_scale, w, w_scale, *, out_dtype):
+def golden_matmul_w8a8_groups(a, a_scale, w, w_scale, *, out_dtype, weight_layout="nk"):
     """Per K group g: float(int8 a_g @ int8 w_g^T, exact) * a_scale[:, g], summed over g in ascending
     order from zero in fp32; times the channel scale, then rounded."""
     import torch
 
+    if weight_layout == "kn":
+        w = w.T
     groups = a_scale.shape[1]
     step = a.shape[1] // groups
     y = torch.zeros(a.shape[0], w.shape[0])
@@ -40,9 +49,17 @@ def golden_matmul_w8a8_groups(a, a_scale, w, w_scale, *, out_dtype):
     return {"y": (y * w_scale.float()[None, :]).to(getattr(torch, out_dtype))}
 
 
+class W8A8Params(MatmulParams):
+    weight_layout: Literal["nk", "kn"] = Field("nk", description="`nk`: w is [N, K]; `kn`: w is [K, N]")
+
+
 # (block_n, block_k) defaults: an Ascend cube's 512 KiB L1 holds a [512, 512] int8 weight step next to
 # the activation step, not a [512, 1024] one (measured with PyPTO's compile() at the full sizes)
 DEFAULT_TILES = (512, 512)
+# a default step's int8 operands (rows padded to 16, plus the weight tile) stay within 16 kB: beyond
+# that, the Triton int8 dot spills registers on sm_80 and sm_90 (`build --target`: mtp_projection's
+# 32-row h_proj at block_n 32 x block_k 512, qkv_proj_rope's q_proj at 256 x 512)
+STEP_BYTES = 16 * 1024
 
 
 def _groups(types) -> int:
@@ -56,30 +73,36 @@ class MatmulW8A8(Op):
     summary = "int8 x int8 -> int32 matmul with row (or row and K-group) and channel dequant scales"
     inputs = {"a": "[T, K] int8 activations",
               "a_scale": "[T] fp32 per-row dequant scale, or [T, G] per row and K group",
-              "w": "[N, K] int8 weights", "w_scale": "[N] fp32 per-output-channel dequant scale"}
+              "w": "[N, K] or [K, N] int8 weights, as `weight_layout` says",
+              "w_scale": "[N] fp32 per-output-channel dequant scale"}
     outputs = {"y": "[T, N] dequantized result"}
-    Params = MatmulParams
+    Params = W8A8Params
     golden_fn = golden_matmul_w8a8
     flops_kind = "int8"
 
     def infer(self, ins, p, dims):
-        a, w = ins["a"], ins["w"]
+        a, w, a_scale = ins["a"], ins["w"], ins["a_scale"]
+        n_axis = self._n_axis(p)
         expect("a", a, rank=2, dtype=DType.int8)
-        expect("w", w, rank=2, dtype=DType.int8, dims={1: a.shape[1]})
-        scale = ins["a_scale"]
-        expect("a_scale", scale, dtype=DType.fp32, dims={0: a.shape[0]})
-        if len(scale.shape) not in (1, 2) or len(scale.shape) == 2 and a.shape[1].value % scale.shape[1].value:
-            raise StageError("shape-mismatch", f"input `a_scale` is {scale.describe()}; this op reads [T], or [T, G] "
+        expect("w", w, rank=2, dtype=DType.int8, dims={1 - n_axis: a.shape[1]})
+        expect("a_scale", a_scale, dtype=DType.fp32, dims={0: a.shape[0]})
+        if len(a_scale.shape) not in (1, 2) or len(a_scale.shape) == 2 and a.shape[1].value % a_scale.shape[1].value:
+            raise StageError("shape-mismatch", f"input `a_scale` is {a_scale.describe()}; this op reads [T], or [T, G] "
                                                f"with G dividing {a.shape[1].text} = {a.shape[1].value}", "a_scale")
-        expect("w_scale", ins["w_scale"], rank=1, dtype=DType.fp32, dims={0: w.shape[0]})
-        return {"y": TensorType((a.shape[0], w.shape[0]), p.out_dtype)}
+        expect("w_scale", ins["w_scale"], rank=1, dtype=DType.fp32, dims={0: w.shape[n_axis]})
+        return {"y": TensorType((a.shape[0], w.shape[n_axis]), p.out_dtype)}
+
+    @staticmethod
+    def _n_axis(p) -> int:
+        return 0 if p.weight_layout == "nk" else 1
 
     def tiles(self, ins, p, dims):
         moved = sum(t.nbytes for t in ins.values())
         k = ins["a"].shape[1]
         if _groups(ins) > 1:  # block_k steps through one group's depth
             k = dims.dim(expr.quotient(k.text, ins["a_scale"].shape[1].text))
-        return matmul_tiles(p, ins["w"].shape[0], k, *DEFAULT_TILES, programs=1, moved=moved)
+        return matmul_tiles(p, ins["w"].shape[self._n_axis(p)], k, *DEFAULT_TILES, programs=1, moved=moved,
+                            rows=ins["a"].shape[0].value, step_bytes=STEP_BYTES)
 
     def domain(self, ins, p, dims):
         return (Axis.tiled("nb", self.tiles(ins, p, dims)["block_n"]),)
@@ -88,19 +111,22 @@ class MatmulW8A8(Op):
         return golden_matmul_w8a8_groups if _groups(types) else golden_matmul_w8a8
 
     def golden_args(self, p, dims, types):
-        return {"out_dtype": dtypes.info(p.out_dtype).torch}
+        args = {"out_dtype": dtypes.info(p.out_dtype).torch}
+        return args | ({"weight_layout": p.weight_layout} if p.weight_layout != "nk" else {})
 
     def flops(self, ins, outs, p):
         t, k = ins["a"].numel_shape
-        return 2 * t * k * ins["w"].numel_shape[0]
+        return 2 * t * k * outs["y"].numel_shape[1]
 
     def _k_loop_args(self, c) -> dict:
         return dict(a=c.src("a"), a_row0="0", w=c.src("w"), rows=c.dim("a", 0), rows_dim=c.type("a").shape[0],
-                    k_dim=c.dim("a", 1), dtype=DType.int8, split_k=max(1, _groups(c.stage.in_types)))
+                    k_dim=c.dim("a", 1), dtype=DType.int8, w_kn=c.p.weight_layout == "kn",
+                    split_k=max(1, _groups(c.stage.in_types)))
 
     def triton(self, c):
-        lines = triton_k_loop(c, w_row0="0", **self._k_loop_args(c))  # first: it defines the columns' mask
-        store = c.store(f"{c.dst('y')} + r[:, None] * {c.dim('w', 0)} + n[None, :]", c.cast_for("y", "y"), "r", "n",
+        n_dim = c.dim("y", 1)
+        lines = triton_k_loop(c, w_row0="0", n_dim=n_dim, **self._k_loop_args(c))  # first: it defines the mask
+        store = c.store(f"{c.dst('y')} + r[:, None] * {n_dim} + n[None, :]", c.cast_for("y", "y"), "r", "n",
                         mask="live[:, None]")
         w_scale = "w_scale = " + c.load(f"{c.src('w_scale')} + n", "n")
         if _groups(c.stage.in_types) > 1:

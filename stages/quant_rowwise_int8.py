@@ -1,12 +1,14 @@
 """quant_rowwise_int8: dynamic per-row A8 quantization, or per (row, group of lanes).
 
-`amax[t] = max(floor, max_j |x[t, j]|)`, `sq = 127 / amax`, `q = int8(round_half_even(x * sq))`,
-and the dequant scale `sdq = 1 / sq` for the W8A8 projection that follows.
+`amax[t] = max(floor, max_j |x[t, j]|)`, `sq = 127 / amax` (one correctly rounded division, as the
+kernels compute it; pypto-lib's goldens write `127.0 / amax` in torch, which rounds `1 / amax` first and
+so is an ulp off at times), `q = int8(round_half_even(x * sq))`, and the dequant scale `sdq = 1 / sq`
+for the W8A8 projection that follows.
 
 With `groups: G` each row's lanes are cut into G equal groups, each with its own amax and scale:
-`sdq` is [T, G] (DeepSeek-V4-Pro's per-(token, o-group) quantisation of the o-projection). pypto-lib
-casts `rint` to int32, then to fp16 and int8; every value is within 127 in magnitude, so that is
-`round_half_even` exactly.
+`sdq` is [T, G] (DeepSeek-V4-Pro's per-(token, o-group) quantisation of the o-projection; `groups: 1`
+writes qkv_proj_rope's `[T, 1]` `qr_scale` column). pypto-lib casts `rint` to int32, then to fp16 and
+int8; every value is within 127 in magnitude, so that is `round_half_even` exactly.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ def golden_quant_rowwise_int8(x, *, amax_floor):
     import torch
 
     x = x.float()
-    sq = 127.0 / x.abs().amax(dim=-1).clamp_min(amax_floor)
+    amax = x.abs().amax(dim=-1).clamp_min(amax_floor)
+    sq = torch.full_like(amax, 127.0) / amax  # a true division: torch's `127.0 / amax` is 127 * (1 / amax)
     return {"q": torch.round(x * sq[:, None]).to(torch.int8), "dequant": 1.0 / sq}
 
 
@@ -33,7 +36,8 @@ def golden_quant_groups_int8(x, *, amax_floor, groups):
     import torch
 
     x = x.float().unflatten(-1, (groups, -1))
-    sq = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp_min(amax_floor)
+    amax = x.abs().amax(dim=-1, keepdim=True).clamp_min(amax_floor)
+    sq = torch.full_like(amax, 127.0) / amax  # a true division, as above
     return {"q": torch.round(x * sq).to(torch.int8).flatten(-2), "dequant": (1.0 / sq).squeeze(-1)}
 
 

@@ -106,6 +106,65 @@ def sparse_attn_decode_full(ins: dict, dims: dict, layout: str) -> dict:
             "attn_out": output_projections(heads, ins, dims["O_GROUPS"])}
 
 
+# --- DeepSeek-V4-Pro dense kernels (pypto-lib models/deepseek_v4_pro, commit 634e77bd) ---------------
+# From the model math, in float64: an RMS norm is x / sqrt(mean(x^2) + eps), a per-token int8
+# quantization rounds x * 127 / amax half to even, and bf16 roundings sit where the model stores bf16.
+
+def int8_rows(x: torch.Tensor, floor: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, dequant scale amax / 127) of each row of the last axis."""
+    amax = x.abs().amax(dim=-1, keepdim=True).clamp_min(floor)
+    return torch.round(x * (127.0 / amax)), amax / 127.0
+
+
+def rms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    return x / torch.sqrt(x.square().mean(dim=-1, keepdim=True) + eps)
+
+
+def w8a8(codes: torch.Tensor, scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+    """Dequantized `codes @ w^T` for a weight stored [N, K] with one scale per output channel."""
+    return (codes @ w.double().T) * scale.double().reshape(-1, 1) * w_scale.double()
+
+
+def expert_shared(ins: dict, limit: float = 10.0) -> dict:
+    """Shared expert: SwiGLU with clamped gate and up over W8A8 projections, int8 again, W8A8 down."""
+    x = ins["x_local_i8"].double()
+    gate = w8a8(x, ins["x_local_scale_dq"], ins["shared_w1"], ins["shared_w1_scale"]).clamp(max=limit)
+    up = w8a8(x, ins["x_local_scale_dq"], ins["shared_w3"], ins["shared_w3_scale"]).clamp(-limit, limit)
+    h_codes, h_scale = int8_rows(gate * torch.sigmoid(gate) * up)
+    return {"sh": bf16(w8a8(h_codes, h_scale, ins["shared_w2"], ins["shared_w2_scale"]))}
+
+
+def mtp_projection(ins: dict) -> dict:
+    """e_proj(enorm(hidden) * smooth) + h_proj(hnorm(prev) * smooth), each token's e row added to
+    each of its hc rows; every projection W8A8 with per-row activation codes."""
+    e = rms_norm(ins["hidden_states"].double()) * ins["enorm_w"].double() * ins["e_proj_smooth"].double()
+    h = rms_norm(ins["prev_hidden_states"].double()) * ins["hnorm_w"].double() * ins["h_proj_smooth"].double()
+    e_codes, e_scale = int8_rows(e)
+    h_codes, h_scale = int8_rows(h)
+    e_out = w8a8(e_codes, e_scale, ins["e_proj_w"], ins["e_proj_w_scale"])
+    h_out = w8a8(h_codes.flatten(0, 1), h_scale.flatten(0, 1), ins["h_proj_w"], ins["h_proj_w_scale"])
+    return {"hidden_states_out": e_out[:, None, :] + h_out.reshape(h.shape)}
+
+
+def qkv_proj_rope(ins: dict, rope: int, qr=None, qr_scale=None) -> dict:
+    """qr = int8(rms(x @ wq_a) * gamma_cq); q = forward RoPE on the last `rope` lanes of each head of
+    rms(qr @ wq_b, per head); kv = forward RoPE on rms(x @ wkv) * gamma_ckv. With `qr`, `qr_scale` given
+    (the kernel's own), q is computed from them, as pypto-lib's q comparator does."""
+    x = ins["x"].double()
+    codes, scale = int8_rows(rms_norm(x @ ins["wq_a"].double()) * ins["gamma_cq"].double())
+    if qr is not None:
+        codes, scale = qr.double(), qr_scale.double()
+    t, half = x.shape[0], rope // 2
+    cos, sin = ins["rope_cos"][:, :half], ins["rope_sin"][:, :half]
+    q = (codes @ ins["wq_b"].double()) * scale * ins["wq_b_scale"].double()
+    heads = rms_norm(q.reshape(t, -1, ins["gamma_ckv"].shape[0]))
+    q_out = torch.cat([bf16(heads[..., :-rope]), forward_rope_interleaved(heads[..., -rope:], cos, sin)], dim=-1)
+    kv = rms_norm(x @ ins["wkv"].double()) * ins["gamma_ckv"].double()
+    kv_rope = forward_rope_interleaved(kv[:, None, -rope:], cos, sin)[:, 0]
+    kv_out = torch.cat([bf16(kv[:, :-rope]), kv_rope], dim=-1)
+    return {"q": q_out, "kv": kv_out, "qr": codes, "qr_scale": scale}
+
+
 # --------------------------------------------------------------------------------------------------
 # DeepSeek-V4-Pro decode attention (pypto-lib 634e77bd, decode_sparse_attn{,_hca,_swa}.py), from the
 # model: each token's keys are its window's cache rows and its compressed slots; the softmax runs per

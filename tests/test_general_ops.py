@@ -18,11 +18,12 @@ from builder.inputs import InputError
 from builder.verify import describe
 from stages import registry
 from stages.elementwise import parse
+from tests import reference
 from tests.spec_helpers import diagnostics, edit, position
 
 GENERAL = Path(__file__).parent / "kernels" / "general_ops.yaml"
 KERNELS = ["norms", "elementwise_ops", "broadcast_edges", "matmuls", "causal_masks", "qkv_like", "mtp_like",
-           "expert_like"]
+           "expert_like", "rotary_ops", "reshapes"]
 SIZES = ["small", "odd", "tiny"]
 
 
@@ -296,6 +297,13 @@ ERRORS = [  # (kernel anchor, old text, new text, rule, token located)
     ("kn:", "params: {weight_layout: kn}", "params: {}", "missing-key", "{}"),
     ("ratio4", "columns: C}", "columns: W + 1}", "bad-value", "W + 1}"),
     ("ratio4", "positions: pos}", "positions: idx}", "shape-mismatch", "idx}"),
+    ("heads", "reshape: {x: [T, H, HD]}", "reshape: {x: [T, H, D]}", "shape-mismatch", "[T, H, D]}"),
+    ("heads", "reshape: {x: [T, H, HD]}", "reshape: {y: [T, H, HD]}", "unknown-key", "y: [T"),
+    ("heads", "reshape: {x: [T, H, HD]}", "reshape: {x: [T, H, HDD]}", "undefined-dim", "HDD]}"),
+    ("bf16_heads", "in: {x: heads,", "reshape: {x: [T, H * HD]}, in: {x: heads,", "layout-mismatch", "[T, H * HD]}"),
+    ("q_like", "rope: HALF_HD,", "rope: HD + 2,", "bad-value", "HD + 2,"),
+    ("q_like", ", layout: interleave}", "}", "layout-mismatch", "heads_f,"),
+    ("back", "cos: cos_d,", "cos: heads_f,", "shape-mismatch", "heads_f,"),
 ]
 
 
@@ -383,9 +391,10 @@ FAULTS = {  # name -> (op, kernel, {backend: {text: replacement}}, stages expect
     "gate not clamped": ("elementwise", "elementwise_ops", {"triton": {"tl.minimum(x0, 10.0)": "x0"},
                                                            "pypto": {"pl.minimum(swiglu_in_0, 10.0)": "swiglu_in_0"}},
                          {"swiglu"}),
-    "a K slice dropped": ("matmul", "matmuls", {"triton": {"acc += part": "acc = part"},
-                                                "pypto": {"pl.add(kn_split_acc, kn_split_part)": "kn_split_part",
-                                                          "pl.add(nk_split_acc, nk_split_part)": "nk_split_part"}},
+    "a K slice dropped": ("matmul", "matmuls", {
+        "triton": {"acc += tl.load": "acc = tl.load"},
+        "pypto": {"pl.add(kn_split_acc, ": "pl.add(pl.mul(kn_split_acc, 0.0), ",
+                  "pl.add(nk_split_acc, ": "pl.add(pl.mul(nk_split_acc, 0.0), "}},
                           {"kn_split", "nk_split"}),
     "mask keeps raw == bound": ("causal_index_mask", "causal_masks", {
         "triton": {"raw < bound": "raw <= bound"},
@@ -422,3 +431,31 @@ def test_executor_rsqrt_and_expands_follow_their_documentation():
             pl.expands(torch.ones(1, 4, dtype=torch.int32), 0.5)
     with pytest.raises(plsim.Unsupported, match="outside any pl.at"):
         pl.rsqrt(x)
+
+
+def test_rotary_golden_is_the_complex_rotation(lib):
+    """Forward interleaved and inverse split-half RoPE on the last lanes, from complex numbers in
+    float64 (tests/reference.py); the other lanes copied; one rounding each."""
+    k = lib["rotary_ops"]
+    ins = k.make_inputs(sizes="odd")
+    g = k.golden(ins, sizes="odd")
+    hd, d = k.dims("odd")["HD"], k.dims("odd")["D"]
+    rope, half = hd // 2, hd // 4
+    x = ins["heads_f"]
+    turned = reference.forward_rope_interleaved(x[..., -rope:], ins["cos_h"][:, :half], ins["sin_h"][:, :half])
+    expected = torch.cat([reference.bf16(x[..., :-rope].double()), turned], dim=-1)
+    torch.testing.assert_close(g["q_like"].double(), expected, rtol=2 ** -8, atol=0)
+    rows = ins["rows"][:, None, -(d // 2):]
+    back = reference.inverse_rope_split_half(rows, ins["cos_d"][:, :d // 4], ins["sin_d"][:, :d // 4])
+    torch.testing.assert_close(g["back"][:, -(d // 2):].double(), back[:, 0].double(), rtol=1e-2, atol=1e-6)
+    assert torch.equal(g["back"][:, :d - d // 2], ins["rows"][:, :d - d // 2])
+
+
+def test_executor_slice_poisons_the_rows_past_its_valid_shape():
+    pl = plsim.PlLanguage()
+    x = plsim._pl(torch.arange(12, dtype=torch.float32).reshape(3, 4))
+    with pl.at(level=pl.Level.CORE_GROUP, name_hint="t"):
+        tile = pl.slice(x, [16, 2], [1, 2], valid_shape=[2, 2])
+        assert torch.equal(tile[:2], x[1:3, 2:4]) and tile[2:].isnan().all()
+        with pytest.raises(plsim.Unsupported):
+            pl.slice(x, [16, 2], [2, 2], valid_shape=[2, 2])  # the valid rows run past the tensor

@@ -98,6 +98,29 @@ def _node(st, b, sched) -> str:
     return f"stage:{st.id}" if b.phase is None or sched.block_of(st.id) is b else f"stage:{st.id}:{b.phase.name}"
 
 
+def _nodes(tg, sched) -> set[str]:
+    """Inputs, stages and outputs, and the phase nodes of stages that run as several blocks."""
+    return set(tg.graph.nodes) | {_node(s, b, sched) for b in sched.blocks for s in b.stages}
+
+
+def _edges(tg, sched) -> list[tuple]:
+    """(from, to, tensor, its type, crossing blocks) of every edge a rendering draws: an edge carries the
+    tensor as it was produced (a stage reading it with `reshape:` says so on its node)."""
+    wanted = []
+    for b in sched.blocks:
+        for st in b.stages:
+            ports = b.phase.reads if b.phase else tuple(st.inputs)
+            for r in (st.inputs[p] for p in ports):
+                producer = tg.producer(r)
+                crossing = producer is not None and sched.block_of(producer) is not b
+                wanted.append((f"input:{r}" if producer is None else f"stage:{producer}", _node(st, b, sched), r,
+                               tg.types[r], crossing))
+            wanted += [(f"stage:{st.id}:{sched.blocks[b.index - 1].phase.name}", _node(st, b, sched),
+                        st.private_ref(n), st.private[n], True) for n in (b.phase.private_reads if b.phase else ())]
+    return wanted + [(f"stage:{tg.producer(r)}", f"output:{o}", r, tg.types[r], tg.producer(r) is not None)
+                     for o, r in tg.outputs.items()]
+
+
 def test_dot_one_cluster_per_loop_block_and_every_edge_labelled(lib):
     split_seen = False
     for name, _size, (tg, sched) in all_views(lib):
@@ -105,27 +128,18 @@ def test_dot_one_cluster_per_loop_block_and_every_edge_labelled(lib):
         assert set(d["clusters"]) == {f"cluster_block:{b.name}" for b in sched.blocks}, name
         for b in sched.blocks:
             assert d["clusters"][f"cluster_block:{b.name}"] == [_node(s, b, sched) for s in b.stages]
-        phase_nodes = {_node(s, b, sched) for b in sched.blocks for s in b.stages} - set(tg.graph.nodes)
-        split_seen |= bool(phase_nodes)
-        assert set(d["nodes"]) == set(tg.graph.nodes) | phase_nodes, name  # inputs, stages, outputs: distinct
+        split_seen |= _nodes(tg, sched) != set(tg.graph.nodes)
+        assert set(d["nodes"]) == _nodes(tg, sched), name  # inputs, stages, outputs: distinct
         for n, info in d["nodes"].items():
             assert (info["cluster"] is not None) == n.startswith("stage:")
-        wanted = []
-        for b in sched.blocks:
-            for st in b.stages:
-                ports = b.phase.reads if b.phase else tuple(st.inputs)
-                wanted += [(f"input:{r}" if tg.producer(r) is None else f"stage:{tg.producer(r)}", _node(st, b, sched),
-                            r, st.in_types[p]) for p in ports for r in [st.inputs[p]]]
-                wanted += [(f"stage:{st.id}:{sched.blocks[b.index - 1].phase.name}", _node(st, b, sched),
-                            st.private_ref(n), st.private[n]) for n in (b.phase.private_reads if b.phase else ())]
-        wanted += [(f"stage:{tg.producer(r)}", f"output:{o}", r, tg.types[r]) for o, r in tg.outputs.items()]
-        assert sorted((s, t) for s, t, _ in d["edges"]) == sorted((s, t) for s, t, _, _ in wanted)
+        wanted = _edges(tg, sched)
+        assert sorted((s, t) for s, t, _ in d["edges"]) == sorted((s, t) for s, t, *_ in wanted)
         crossing = set(sched.crossing)
         for src, dst, attrs in d["edges"]:
             label = attrs.get("label", "")
             assert label.strip(), f"{name}: edge {src} -> {dst} has no label"
             ref = label.split("\\n")[0].split(" ")[0]
-            t = next(t for s, d2, r, t in wanted if (s, d2, r) == (src, dst, ref))
+            t = next(t for s, d2, r, t, _ in wanted if (s, d2, r) == (src, dst, ref))
             dims = ", ".join(x.text for x in t.shape)
             nums = ", ".join(str(x.value) for x in t.shape)
             assert f"[{dims}]=[{nums}]" in label and t.dtype.value in label
@@ -269,16 +283,15 @@ def test_json_nodes_edges_blocks(lib):
     assert doc["schema"] == "kernel-builder.graph/1"
     assert [k["name"] for k in doc["kernels"]] == list(lib)
     for k, (tg, sched) in zip(doc["kernels"], views):
-        assert {n["id"] for n in k["nodes"]} == set(tg.graph.nodes)
-        assert {(e["from"], e["to"]) for e in k["edges"]} == set(tg.graph.edges)
+        assert {n["id"] for n in k["nodes"]} == _nodes(tg, sched)
+        wanted = {(src, dst, ref): (t, crossing) for src, dst, ref, t, crossing in _edges(tg, sched)}
+        assert {(e["from"], e["to"], e["tensor"]) for e in k["edges"]} == set(wanted)
         assert k["dims"] == dict(tg.dims) and k["sizes"] == tg.dims.size_set
         for e in k["edges"]:
-            t = tg.types[e["tensor"]]
+            t, crossing = wanted[e["from"], e["to"], e["tensor"]]
             assert e["shape"] == list(t.numel_shape) and e["dtype"] == t.dtype.value
             assert e["layout"] == (t.layout.value if t.layout else None)
-            assert e["crossing"] == (e["tensor"] in sched.crossing and e["from"].startswith("stage:")
-                                     and (e["to"].startswith("output:") or sched.block_of(e["from"][6:]).index
-                                          != sched.block_of(e["to"][6:]).index))
+            assert e["crossing"] == crossing
         assert [b["stages"] for b in k["blocks"]] == [[s.id for s in b.stages] for b in sched.blocks]
         for b, blk in zip(k["blocks"], sched.blocks):
             assert b["domain"] == blk.describe_domain() and b["reads"] == list(blk.reads)

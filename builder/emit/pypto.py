@@ -16,6 +16,7 @@ import functools
 import inspect
 from typing import Optional
 
+from .. import comparators
 from ..graph import Stage, TypedGraph
 from ..inits import recipe_call
 from ..schedule import LoopBlock, Schedule
@@ -24,7 +25,8 @@ from ..dtypes import pl_code, torch_code
 from ..stage_api import TensorType
 from ..stagefault import in_stage
 from . import naming
-from .common import BodyCtx, FileContext, default_var, docstring, header, indent, spec_label, wrap_long_lines
+from .common import (BodyCtx, FileContext, default_var, docstring, docstring_literal, header, indent, spec_label,
+                     wrap_long_lines)
 
 NAME = "pypto"
 NOTE = ("Backend: PyPTO (`pl`). Derived constants (RoPE lane indices) are built inside the program;\n"
@@ -40,7 +42,8 @@ class Names:
         self.tg, self.file = tg, file
         self.out_of = {ref: name for name, ref in tg.outputs.items()}
         self.table = file.table
-        self.used_views: dict[str, str] = {}  # ref -> view placeholder, in first-use order
+        # (ref, 2-D extents) -> (view placeholder, the type it is read as), in first-use order
+        self.used_views: dict[tuple, tuple[str, TensorType]] = {}
         for ref in tg.types:  # tensors first, so that they keep their natural names
             self.base(ref)
 
@@ -54,14 +57,21 @@ class Names:
     def is_buffer(self, ref: str) -> bool:
         return ref not in self.tg.inputs and ref not in self.out_of
 
-    def view(self, ref: str) -> str:
-        """The 2-D view: buffers are created 2-D; parameters of another rank get a reshaped view."""
-        if self.is_buffer(ref) or len(self.tg.types[ref].shape) == 2:
+    def view(self, ref: str, read_as: Optional[TensorType] = None) -> str:
+        """The 2-D view of `ref` (`read_as`: the type a stage reads it with, after `reshape:`). Buffers
+        are created 2-D, parameters of another rank get a reshaped view, and a tensor read with other
+        2-D extents than its own gets a view of its own."""
+        own = self.tg.types[ref]
+        t = read_as or own
+        extents = _extents(t)
+        if extents == _extents(own) and (self.is_buffer(ref) or len(own.shape) == 2):
             return self.base(ref)
-        if ref not in self.used_views:
-            preferred = (ref if ref in self.tg.inputs else self.out_of[ref]) + "_2d"
-            self.used_views[ref] = self.table.claim(("view", ref), preferred)
-        return self.used_views[ref]
+        key = (ref, extents)
+        if key not in self.used_views:
+            name = ref if ref in self.tg.inputs else self.out_of.get(ref, default_var(ref))
+            suffix = "_2d" if extents == _extents(own) else "_as_" + "x".join(map(str, extents))
+            self.used_views[key] = (self.table.claim(("view",) + key, name + suffix), t)
+        return self.used_views[key][0]
 
     def local(self, stage_id: str, name: str) -> str:
         """A stage-local variable, `<stage>_<name>` unless that is taken."""
@@ -73,6 +83,14 @@ class Names:
         if len(texts) == 1:
             return ["1", texts[0]]
         return [" * ".join(texts[:-1]), texts[-1]]
+
+
+def _extents(t: TensorType) -> tuple[int, int]:
+    """The extents of a tensor's 2-D view: leading dims folded into rows; a 1-D tensor is one row."""
+    rows = 1
+    for d in t.shape[:-1]:
+        rows *= d.value
+    return rows, t.shape[-1].value
 
 
 class PyptoCtx(BodyCtx):
@@ -102,7 +120,7 @@ class PyptoCtx(BodyCtx):
         return axis.tail if var_name in self._sizes else axis.tile
 
     def src(self, port: str) -> str:
-        return self._names.view(self.stage.inputs[port])
+        return self._names.view(self.stage.inputs[port], self.stage.in_types[port])
 
     def dst(self, port: str) -> str:
         return self._names.view(self.stage.ref(port))
@@ -113,6 +131,8 @@ class PyptoCtx(BodyCtx):
 
     def scalar_src(self, port: str) -> str:
         """The input as declared (N-D), for `pl.read` of scalars."""
+        if port in self.stage.spec.reshape:
+            raise ValueError(f"input `{port}` is reshaped: its scalars are read with the declared shape's indices")
         return self._names.base(self.stage.inputs[port])
 
     def local(self, name: str) -> str:
@@ -220,14 +240,18 @@ def _kernel(tg: TypedGraph, sched: Schedule, file: FileContext, names: Names) ->
     blocks: list[str] = []
     for b in sched.blocks:
         blocks += [""] + _block(b, tg, file, names)
-    body = [f"{view} = pl.reshape({names.base(ref)}, [{', '.join(names.view_shape(tg.types[ref]))}])"
-            for ref, view in names.used_views.items()]
+    views: dict[bool, list[str]] = {False: [], True: []}  # of parameters, then of buffers (once these exist)
+    for (ref, _), (view, t) in names.used_views.items():
+        shape = ", ".join(names.view_shape(t))
+        views[names.is_buffer(ref)].append(f"{view} = pl.reshape({names.base(ref)}, [{shape}])")
+    body = views[False]
     for b in sched.blocks:
         for ref in b.writes + b.scratch:
             if names.is_buffer(ref):
                 t = tg.types[ref]
                 body.append(f"{names.base(ref)} = pl.create_tensor([{', '.join(names.view_shape(t))}], "
                             f"dtype={pl_code(t.dtype)})")
+    body += views[True]
     returns = ", ".join(names.base(r) for r in tg.outputs.values())
     return "\n".join(lines + indent(body + blocks, 4) + ["", f"    return {returns}"])
 
@@ -246,25 +270,62 @@ def _golden(tg: TypedGraph, file: FileContext) -> tuple[str, str]:
         src = _source(golden_of[st.id]).rstrip()
         if src not in fns:
             fns.append(src)
-    result = {sid: file.table.claim(("golden", sid), sid) for sid in tg.stages}
-
-    def value_of(ref: str) -> str:
-        if ref in tg.inputs:
-            return f"tensors[{naming.string(ref)}]"
-        stage, port = ref.split(".", 1)
-        return f"{result[stage]}[{naming.string(port)}]"
-
     lines = [f"def golden_{naming.name(tg.spec.name)}(tensors):",
              '    """Torch golden of the same stage graph: each stage\'s reference, in schedule order. Fills the',
              '    outputs of `tensors` in place."""']
-    for st in tg.stages.values():
-        args = [f"{port}={value_of(ref)}" for port, ref in st.inputs.items()]
-        args += [f"{k}={naming.literal(v)}" for k, v in
-                 st.op.golden_args(st.params, tg.dims, {**st.in_types, **st.out_types}).items()]
-        lines.append(f"    {result[st.id]} = {golden_of[st.id].__name__}({', '.join(args)})")
+    value_of = _stage_calls(tg, file, tg.stages.values(), {}, lines)
     for name, ref in tg.outputs.items():
         lines.append(f"    tensors[{naming.string(name)}][:] = {value_of(ref)}")
+    for name in tg.outputs:
+        given = _given(tg, name)
+        if given:
+            lines += ["", ""] + _given_golden(tg, file, name, given)
     return "\n\n\n".join(fns), "\n".join(lines)
+
+
+def _given(tg: TypedGraph, name: str) -> list[str]:
+    tol = tg.spec.outputs[name].tolerance
+    return list(tol.given) if tol else []
+
+
+def _given_golden(tg: TypedGraph, file: FileContext, name: str, given: list[str]) -> list[str]:
+    """`golden_given_<output>(tensors)`: the output's golden recomputed from the kernel's own values of
+    the outputs its tolerance names under `given:` (only the stages between them run)."""
+    refs = {tg.outputs[g]: g for g in given}
+    needed, todo = set(), [tg.outputs[name]]
+    while todo:
+        sid = tg.producer(ref := todo.pop())
+        if ref not in refs and sid is not None and sid not in needed:
+            needed.add(sid)
+            todo += list(tg.stages[sid].inputs.values())
+    shown = ", ".join(f"`{g}`" for g in given)
+    lines = [f"def {file.table.claim(('given', name), f'golden_given_{name}')}(tensors):",
+             "    " + docstring_literal(f"The golden of `{name}` from the inputs and the kernel's own {shown}.")]
+    value_of = _stage_calls(tg, file, [st for sid, st in tg.stages.items() if sid in needed], refs, lines)
+    return lines + [f"    return {value_of(tg.outputs[name])}"]
+
+
+def _stage_calls(tg: TypedGraph, file: FileContext, stages, given: dict[str, str], lines: list[str]):
+    """Append one golden call per stage (inputs read with their `reshape:` shapes); returns the code of
+    a tensor reference (a kernel input, a `given` output, or a stage result) in `tensors`."""
+    result = {st.id: file.table.claim(("golden", st.id), st.id) for st in stages}
+
+    def value_of(ref: str) -> str:
+        if ref in tg.inputs or ref in given:
+            return f"tensors[{naming.string(given.get(ref, ref))}]"
+        stage, port = ref.split(".", 1)
+        return f"{result[stage]}[{naming.string(port)}]"
+
+    for st in stages:
+        args = []
+        for port, ref in st.inputs.items():
+            shape = ", ".join(file.expr(d.text) for d in st.in_types[port].shape)
+            args.append(f"{port}={value_of(ref)}" + (f".reshape([{shape}])" if port in st.spec.reshape else ""))
+        args += [f"{k}={naming.literal(v)}" for k, v in
+                 st.op.golden_args(st.params, tg.dims, {**st.in_types, **st.out_types}).items()]
+        golden = st.op.golden_function(st.params, {**st.in_types, **st.out_types})
+        lines.append(f"    {result[st.id]} = {golden.__name__}({', '.join(args)})")
+    return value_of
 
 
 def _harness(tg: TypedGraph, seed: int, file: FileContext) -> tuple[str, str]:
@@ -294,11 +355,44 @@ def _harness(tg: TypedGraph, seed: int, file: FileContext) -> tuple[str, str]:
     return "\n\n\n".join(fns), "\n".join(build)
 
 
+def _comparator(tg: TypedGraph, file: FileContext, name: str) -> str:
+    """pypto-lib's own comparator where it expresses the output's tolerance, else `tolerance_compare`."""
+    tol = tg.spec.outputs[name].tolerance or tg.spec.tolerance
+    plain = not (tol.positive or tol.given)
+    if plain and tol.compare == "allclose":
+        return (f"ratio_allclose(atol={naming.literal(tol.atol)}, rtol={naming.literal(tol.rtol)}, "
+                f"max_error_ratio={naming.literal(tol.max_error_ratio)})")
+    if plain and tol.compare == "reldiff":
+        return f"ratio_reldiff(diff_thd={naming.literal(tol.diff)}, pct_thd={naming.literal(tol.max_error_ratio)})"
+    args = [f"{k}={naming.literal(v)}" for k, v in tol.model_dump(exclude={"given"}).items()
+            if v is not None and k in tol.fields_read() and (k != "positive" or v)
+            and (k, v) != ("allowed_bad", "round_half_even")]  # judge's default: pypto-lib's rounding
+    if tol.given:
+        args.append(f"given={file.table.claim(('given', name), f'golden_given_{name}')}")
+    return f"tolerance_compare({', '.join(args)})"
+
+
+def _comparators(tg: TypedGraph) -> str:
+    """The source of builder/comparators.py's functions when an output needs them, else ""."""
+    if all(_comparator_kind(tg, n) != "tolerance_compare" for n in tg.outputs):
+        return ""
+    return "\n\n\n".join(inspect.getsource(fn).rstrip() for fn in (comparators.judge, comparators.tolerance_compare))
+
+
+def _comparator_kind(tg: TypedGraph, name: str) -> str:
+    tol = tg.spec.outputs[name].tolerance or tg.spec.tolerance
+    if tol.positive or tol.given or tol.compare == "codes":
+        return "tolerance_compare"
+    return "ratio_reldiff" if tol.compare == "reldiff" else "ratio_allclose"
+
+
 def _main(tg: TypedGraph, file: FileContext) -> str:
+    imports = sorted({"ratio_allclose", "run_jit"} | {_comparator_kind(tg, n) for n in tg.outputs}
+                     - {"tolerance_compare"})
     lines = ['if __name__ == "__main__":',
              "    import argparse",
              "",
-             "    from golden import ratio_allclose, run_jit",
+             f"    from golden import {', '.join(imports)}",
              "",
              "    parser = argparse.ArgumentParser()",
              '    parser.add_argument("-p", "--platform", type=str, default="a2a3",',
@@ -314,9 +408,7 @@ def _main(tg: TypedGraph, file: FileContext) -> str:
              f"        atol={naming.literal(tg.spec.tolerance.atol)},",
              "        compare_fn={"]
     for name in tg.outputs:
-        tol = tg.spec.outputs[name].tolerance or tg.spec.tolerance
-        lines.append(f"            {naming.string(name)}: ratio_allclose(atol={naming.literal(tol.atol)}, "
-                     f"rtol={naming.literal(tol.rtol)}, max_error_ratio={naming.literal(tol.max_error_ratio)}),")
+        lines.append(f"            {naming.string(name)}: {_comparator(tg, file, name)},")
     lines += ["        },",
               "    )",
               "    if not result.passed:",
@@ -343,7 +435,7 @@ def emit(tg: TypedGraph, sched: Schedule, seed: int = 0) -> str:
     kernel = _kernel(tg, sched, file, names)
     golden_fns, golden = _golden(tg, file)
     init_fns, harness = _harness(tg, seed, file)
-    chunks = [kernel, golden_fns, golden, init_fns, harness, _main(tg, file)]
+    chunks = [kernel, golden_fns, golden, init_fns, harness] + [c for c in [_comparators(tg)] if c] + [_main(tg, file)]
     dim_lines, const_lines, shown = file.constant_lines("\n".join(chunks), lambda n, v: naming.literal(v))
     head = [header(tg, NAME), docstring(tg, sched, shown, NOTE), "import pypto.language as pl",
             "\n".join([f"# dims (sizes {naming.name(tg.dims.size_set)})"] + dim_lines

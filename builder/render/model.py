@@ -212,8 +212,11 @@ def from_view(tg, sched) -> KernelModel:
     for b in sched.blocks:
         for st in b.stages:
             last = node_id(st, b) == f"stage:{st.id}"
+            reshapes = "".join(f", {port} read as [{', '.join(d.text for d in st.in_types[port].shape)}]"
+                               for port in st.spec.reshape)
             nodes.append(Node(node_id(st, b), "stage", st.id if last else f"{st.id} ({b.phase.name})", op=st.op.name,
-                              params=st.op.key_params(st.params, st.tiles), file=st.loc.file, line=st.loc.line,
+                              params=st.op.key_params(st.params, st.tiles) + reshapes, file=st.loc.file,
+                              line=st.loc.line,
                               block=f"block:{b.name}",
                               outs=tuple((p, TypeInfo.of(t)) for p, t in st.out_types.items()) if last else
                               tuple((n, TypeInfo.of(st.private[n])) for n in b.phase.private_writes)))
@@ -233,7 +236,7 @@ def from_view(tg, sched) -> KernelModel:
                 ref = st.inputs[port]
                 producer = tg.producer(ref)
                 cross = ref in crossing and producer is not None and block_id[producer] != f"block:{b.name}"
-                edges.append(Edge(source(ref), node_id(st, b), ref, port, TypeInfo.of(st.in_types[port]), cross))
+                edges.append(Edge(source(ref), node_id(st, b), ref, port, TypeInfo.of(tg.types[ref]), cross))
             for name in b.phase.private_reads if b.phase else ():
                 ref = st.private_ref(name)
                 edges.append(Edge(writer[ref], node_id(st, b), ref, name, TypeInfo.of(st.private[name]), True))
