@@ -571,8 +571,14 @@ class GatherKV(Op):
         if not paged or ins["ori_kv"].shape[1].value % c.size("block_j"):
             return head + rows
         # a paged prefix in tiles inside one page each: a tile of valid rows is one copy of contiguous pool
-        # rows, a tile past the length is zeros; only the tile holding a request's end goes row by row
+        # rows, a tile past the length is zeros; only the tile holding a request's end goes row by row.
+        # `valid` takes scalar writes only (PyPTO cannot mix them with tile stores into one tensor)
         j0, first = c.local("j0"), c.local("first")
+
+        def flags(value: int) -> list[str]:
+            return [f"    for j in pl.range({j0}, {j0} + {tile}):",
+                    f"        {valid} = pl.write({valid}, [t, j], pl.const({value}, pl.INT32))"]
+
         return head + [
             f"{j0} = jb * {step}",
             f"{first} = t * {n} + {j0}",
@@ -580,12 +586,10 @@ class GatherKV(Op):
             f"    {page} = pl.read({c.scalar_src('ori_block_table')}, [{request}, {j0} // {block}])",
             f"    {src} = pl.cast({page} * {block} + {j0} % {block}, pl.INDEX)",
             f"    {kv}[{first} : {first} + {tile}, 0:{d}] = {c.src('ori_kv')}[{src} : {src} + {tile}, 0:{d}]",
-            f"    {valid}[t : t + 1, {j0} : {j0} + {tile}] = pl.full([1, {tile}], dtype=pl.INT32, value=1)",
+        ] + flags(1) + [
             f"elif {j0} >= {seq}:  # no row is",
             f"    {kv}[{first} : {first} + {tile}, 0:{d}] = pl.full([{tile}, {d}], dtype=pl.BF16, value=0.0)",
-            f"    {valid}[t : t + 1, {j0} : {j0} + {tile}] = pl.full([1, {tile}], dtype=pl.INT32, value=0)",
-            "else:",
-        ] + ["    " + line for line in rows]
+        ] + flags(0) + ["else:"] + ["    " + line for line in rows]
 
 
 OP = GatherKV()
