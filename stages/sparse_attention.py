@@ -429,6 +429,14 @@ class SparseAttention(Op):
             body = sub_blocks(tile_max + tile_sum)
         else:  # the second pass reads the tile again
             body = sub_blocks(tile_max) + sub_blocks(tile_sum)
+        # a tile without a valid key (past a request's length) is skipped: its max, sum and output stay
+        # -1e30, 0 and 0, which the merge leaves out (beta = 0, or a running state still empty). Not at
+        # head dims above 256: there the branch costs registers the tile needs (D = 512 spills on sm_80)
+        if next_pow2(c.type("q").shape[2].value) <= 256:
+            kn = f"k0 + tl.arange(0, {kt})"
+            tile_live = (f"tl.load({c.src('valid')} + t * {keys} + {kn}, mask={kn} < {keys}, other=0)" if ragged
+                         else f"tl.load({c.src('valid')} + t * {keys} + {kn})")
+            body = [f"if tl.max({tile_live}) != 0:"] + ["    " + x for x in body]
         return [
             "q = " + c.load(f"{c.src('q')} + {heads}", "h", "d") + ".to(tl.float32)",
             f"m = tl.full([{bh}], -1.0e30, tl.float32)  # finite: a token with no valid key ends with o = 0",
