@@ -86,6 +86,14 @@ def init_randint(shape, seed, *, low, high):
     return torch.randint(low, high, shape, generator=gen)
 
 
+def init_ragged_lens(shape, seed, *, longest, step):
+    """Per-request lengths `longest`, `longest - step`, ... (at least 1): ragged, as pypto-lib's paged
+    attention driver makes them with `--ragged` (step = context // (2 * batch))."""
+    import torch
+
+    return (longest - step * torch.arange(shape[0])).clamp(min=1)
+
+
 def init_rope_table(shape, seed, *, fn, step):
     """Angles `arange(T * R/2).reshape(T, R/2) * step`; cos or sin of the R/2 values, repeated twice."""
     import torch
@@ -199,6 +207,18 @@ class RandInt(Recipe):
         return init_randint, {"low": low, "high": high}
 
 
+class RaggedLens(Recipe):
+    longest: DimExpr = Field(description="the first request's length")
+    step: DimExpr = Field(description="how much shorter each next request is (lengths stay at least 1)")
+    ranks = (1,)
+
+    def call(self, dims, shape, seed, recipes):
+        longest, step = _count(dims, self.longest, "longest", 1), _count(dims, self.step, "step")
+        if longest >= 2**31:
+            raise ValueError(f"ragged_lens: longest = {longest} does not fit int32")
+        return init_ragged_lens, {"longest": longest, "step": step}
+
+
 class RopeTable(Recipe):
     fn: Literal["cos", "sin"]
     step: Float = 1e-3
@@ -240,7 +260,7 @@ class DequantScale(Recipe):
 RECIPES: dict[str, type[Recipe]] = {"uniform": Uniform, "zeros": Zeros, "fill": Fill, "block_table": BlockTable,
                                     "randint": RandInt, "cache_rows": CacheRows,
                                     "sparse_indices": SparseIndices, "rope_table": RopeTable, "int8_rows": Int8Rows,
-                                    "dequant_scale": DequantScale}
+                                    "dequant_scale": DequantScale, "ragged_lens": RaggedLens}
 
 
 def recipe_of(init: dict) -> Recipe:

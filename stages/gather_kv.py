@@ -25,7 +25,7 @@ from typing import Optional
 from pydantic import Field
 
 from builder.spec import DimExpr, DType, Int
-from builder.stage_api import Axis, Op, Params, StageError, TensorType, choose_tile, expect
+from builder.stage_api import Axis, Op, Params, StageError, TensorType, choose_tile, expect, next_pow2
 
 
 def golden_gather_kv(indices, seqused, ori_kv, ori_block_table, cmp_kv, cmp_block_table, *, window):
@@ -280,7 +280,12 @@ class GatherKV(Op):
 
     def tiles(self, ins, p, dims):
         keys = ins["indices"].shape[1] if self.by_slots(ins) else dims.dim(self._keys_text(ins, p))
-        return {"block_j": choose_tile("block_j", p.block_j, keys, 32)}
+        lanes = next_pow2(ins["ori_kv"].shape[-1].value)
+        preferred = max(1, min(32, 16384 // lanes))  # a GPU program holds 16K rows x lanes (addresses too)
+        if not self.by_slots(ins) and "window_rows" not in ins and p.window is not None:
+            block = ins["ori_kv"].shape[1].value  # a paged prefix: tiles inside one page (one copy each)
+            preferred = min(preferred, block & -block)
+        return {"block_j": choose_tile("block_j", p.block_j, keys, preferred)}
 
     def domain(self, ins, p, dims):
         t_dim = (ins.get("indices") or ins.get("window_rows") or ins.get("cmp_slots") or ins["seqused"]).shape[0]
@@ -561,7 +566,30 @@ class GatherKV(Op):
                 f"{pad}    {page} = pl.read({c.scalar_src('cmp_block_table')}, [{request}, {slot} // {block}])",
             ] + copy("cmp_kv", f"{page} * {block} + {slot} % {block}", pad + "    ")
         head = [f"{seq} = pl.read({c.scalar_src('seqused')}, [t])"] if "seqused" in ins and window else []
-        return head + [f"for j in pl.range(jb * {step}, {end}):"] + ["    " + line for line in body]
+        rows = [f"for j in pl.range(jb * {step}, {end}):"] + ["    " + line for line in body]
+        paged = not ("window_rows" in ins or compressed) and "seqused" in ins
+        if not paged or ins["ori_kv"].shape[1].value % c.size("block_j"):
+            return head + rows
+        # a paged prefix in tiles inside one page each: a tile of valid rows is one copy of contiguous pool
+        # rows, a tile past the length is zeros; only the tile holding a request's end goes row by row.
+        # `valid` takes scalar writes only (PyPTO cannot mix them with tile stores into one tensor)
+        j0, first = c.local("j0"), c.local("first")
+
+        def flags(value: int) -> list[str]:
+            return [f"    for j in pl.range({j0}, {j0} + {tile}):",
+                    f"        {valid} = pl.write({valid}, [t, j], pl.const({value}, pl.INT32))"]
+
+        return head + [
+            f"{j0} = jb * {step}",
+            f"{first} = t * {n} + {j0}",
+            f"if {j0} + {tile} <= {seq}:  # every row of the tile is a key",
+            f"    {page} = pl.read({c.scalar_src('ori_block_table')}, [{request}, {j0} // {block}])",
+            f"    {src} = pl.cast({page} * {block} + {j0} % {block}, pl.INDEX)",
+            f"    {kv}[{first} : {first} + {tile}, 0:{d}] = {c.src('ori_kv')}[{src} : {src} + {tile}, 0:{d}]",
+        ] + flags(1) + [
+            f"elif {j0} >= {seq}:  # no row is",
+            f"    {kv}[{first} : {first} + {tile}, 0:{d}] = pl.full([{tile}, {d}], dtype=pl.BF16, value=0.0)",
+        ] + flags(0) + ["else:"] + ["    " + line for line in rows]
 
 
 OP = GatherKV()

@@ -19,6 +19,11 @@ Triton computes a tile in sub-blocks of `block_n` keys (two passes, the tile's m
 GPU's registers hold a [block_n, D] step), so its `l_i` and `o_i` are sums of sub-block sums; the
 split into pieces merges whole tiles in two levels; each `l_i` is a `tl.sum`/`pl.row_sum`, not torch's
 summation order. These reorder fp32 sums only: the roundings of P are the golden's.
+
+**Grouped heads, separate values, no sink** (Qwen3's paged GQA decode): with `kv_heads` = G the key
+rows hold G heads side by side (`[T, N, G * D]`, a paged cache row of G heads), and query head h reads
+KV head `h // (H / G)`; each program then takes a tile of one group's heads. `v` (same shape as `kv`)
+holds the values when they are not the keys; without `sink` the denominator is the sum alone.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from pydantic import Field
 from builder import dtypes
 from builder.spec import DimExpr, DType, Int
 from builder.stage_api import (Axis, Dim, Op, Params, Phase, StageError, TensorType, choose_split, choose_tile,
-                               expect)
+                               expect, next_pow2)
 from stages.dots import exact_dot
 
 VECTOR_BUFFER_BYTES = 188416  # an a2a3 AIV core's buffer as PyPTO plans it (the smallest of its targets)
@@ -78,6 +83,41 @@ def golden_sparse_attention_tiles(q, kv, valid, sink, *, scale, key_tile, p_dtyp
     return {"o": o.to(getattr(torch, out_dtype))}
 
 
+def golden_sparse_attention_grouped(q, kv, valid, sink=None, v=None, *, scale, kv_heads, key_tile, p_dtype,
+                                    out_dtype):
+    """Grouped-query attention: kv (and v, else kv) [T, N, G * D] hold G KV heads; query head h reads KV
+    head h // (H / G). Key tiles of `key_tile` keys each take their own softmax with P rounded to `p_dtype`
+    before P @ V, merged in ascending order (one tile of all keys: the closed form); the sink, when given,
+    enters the denominator only. fp32 math."""
+    import torch
+
+    t, h, d = q.shape
+    group = h // kv_heads
+    q = q.float().reshape(t, kv_heads, group, d)
+    k = kv.float().reshape(t, kv.shape[1], kv_heads, d)
+    vals = k if v is None else v.float().reshape(t, v.shape[1], kv_heads, d)
+    ok = valid.bool()
+    m = l = acc = None
+    for k0 in range(0, k.shape[1], key_tile):
+        live = ok[:, None, None, k0:k0 + key_tile]
+        s = (torch.einsum("tgjd,tngd->tgjn", q, k[:, k0:k0 + key_tile]) * scale).masked_fill(~live, -1.0e30)
+        m_i = s.amax(dim=-1, keepdim=True)
+        p = torch.exp(s - m_i).masked_fill(~live, 0.0)
+        l_i = p.sum(dim=-1, keepdim=True)
+        o_i = torch.einsum("tgjn,tngd->tgjd", p.to(getattr(torch, p_dtype)).float(), vals[:, k0:k0 + key_tile])
+        if m is None:
+            m, l, acc = m_i, l_i, o_i
+            continue
+        m_new = torch.maximum(m, m_i)
+        alpha, beta = torch.exp(m - m_new), torch.exp(m_i - m_new)
+        m, l, acc = m_new, alpha * l + beta * l_i, alpha * acc + beta * o_i
+    if sink is not None:
+        l = l + torch.exp(sink.float().reshape(1, kv_heads, group, 1) - m)
+    o = (acc / torch.where(l > 0, l, torch.ones_like(l))).reshape(t, h, d)
+    o = torch.where(ok.any(-1)[:, None, None], o, torch.zeros_like(o))
+    return {"o": o.to(getattr(torch, out_dtype))}
+
+
 class AttentionParams(Params):
     scale: Optional[DimExpr] = Field(None, description="softmax scale; default `D ** -0.5`")
     block_n: Optional[Int] = Field(None, ge=16, description="keys per online-softmax step (default: up to 32)")
@@ -94,6 +134,9 @@ class AttentionParams(Params):
                                                           "order (a power of two; default: one online softmax)")
     p_dtype: Optional[DType] = Field(None, description="with `key_tile`: P rounded to this dtype before P @ V "
                                                        "(bf16, as Ascend's cube takes it; default: not rounded)")
+    kv_heads: Optional[DimExpr] = Field(None, description="KV heads side by side in each key row (`kv` [T, N, "
+                                                          "kv_heads * D]): query head h reads KV head h // (H / "
+                                                          "kv_heads), grouped-query attention (default 1)")
 
 
 PARTS = ("part_m", "part_l", "part_acc")  # what a piece of split keys hands the combine phase
@@ -102,18 +145,49 @@ PARTS = ("part_m", "part_l", "part_acc")  # what a piece of split keys hands the
 class SparseAttention(Op):
     name = "sparse_attention"
     summary = "tiled online-softmax attention with per-head sink over a sparse key list"
-    inputs = {"q": "[T, H, D] queries", "kv": "[T, N, D] gathered keys (= values)",
-              "valid": "[T, N] int32 key validity", "sink": "[H] fp32 per-head sink logit"}
+    inputs = {"q": "[T, H, D] queries", "kv": "[T, N, G * D] gathered keys (and values without `v`), G KV heads",
+              "valid": "[T, N] int32 key validity", "sink": "[H] fp32 per-head sink logit (none: no sink)",
+              "v": "[T, N, G * D] gathered values, when they are not the keys"}
+    optional_inputs = frozenset({"sink", "v"})
     outputs = {"o": "[T, H, D] attention output"}
     Params = AttentionParams
     golden_fn = golden_sparse_attention
 
+    @staticmethod
+    def grouped(p, types) -> bool:
+        """The grouped variant: KV heads, separate values or no sink (the golden and tile code of
+        `golden_sparse_attention_grouped`); the single-head, shared-KV, sink form keeps its own."""
+        return p.kv_heads is not None or "v" in types or "sink" not in types
+
+    @staticmethod
+    def kv_heads(p, dims) -> int:
+        return 1 if p.kv_heads is None else int(dims.value(p.kv_heads))
+
+    def group(self, ins, p, dims) -> Dim:
+        """Query heads per KV head, as a Dim (H itself without `kv_heads`)."""
+        heads = ins["q"].shape[1]
+        if p.kv_heads is None:
+            return heads
+        return dims.dim(f"({heads.text}) // ({p.kv_heads})")
+
     def infer(self, ins, p, dims):
         q, kv = ins["q"], ins["kv"]
         expect("q", q, rank=3)
-        expect("kv", kv, rank=3, dims={0: q.shape[0], 2: q.shape[2]}, layout=q.layout)
+        groups = 1
+        if p.kv_heads is not None:
+            groups = dims.value(p.kv_heads)
+            heads = q.shape[1].value
+            if not float(groups).is_integer() or groups < 1 or heads % groups:
+                raise StageError("bad-value", f"`kv_heads` = {p.kv_heads} = {groups} must be a whole number that "
+                                              f"divides the {q.shape[1].text} = {heads} query heads",
+                                 param="kv_heads")
+        width = q.shape[2] if groups == 1 else dims.dim(f"({p.kv_heads}) * ({q.shape[2].text})")
+        expect("kv", kv, rank=3, dims={0: q.shape[0], 2: width}, layout=q.layout)
+        if "v" in ins:
+            expect("v", ins["v"], rank=3, dtype=kv.dtype, dims={0: kv.shape[0], 1: kv.shape[1], 2: width})
         expect("valid", ins["valid"], rank=2, dtype=DType.int32, dims={0: kv.shape[0], 1: kv.shape[1]})
-        expect("sink", ins["sink"], rank=1, dtype=DType.fp32, dims={0: q.shape[1]})
+        if "sink" in ins:
+            expect("sink", ins["sink"], rank=1, dtype=DType.fp32, dims={0: q.shape[1]})
         if p.key_tile is not None:
             self.key_tile(p, dims)
         elif p.p_dtype is not None:
@@ -141,14 +215,16 @@ class SparseAttention(Op):
 
     def tiles(self, ins, p, dims):
         q, kv = ins["q"], ins["kv"]
-        heads = choose_tile("block_h", p.block_h, q.shape[1], 16, minimum=16)
+        heads = choose_tile("block_h", p.block_h, self.group(ins, p, dims), 16, minimum=16)
         if p.key_tile is None:
             keys = choose_tile("block_n", p.block_n, kv.shape[1], 32, minimum=16)
-        else:  # sub-blocks of a key tile (Triton); D = 512 keeps a GPU thread's registers below 255 at 16
-            keys = choose_tile("block_n", p.block_n, self.key_tile(p, dims), 16, minimum=16)
+        else:  # sub-blocks of a key tile (Triton): 8K keys x lanes keep a GPU thread's registers below 255 (16
+            # at D = 512, 64 at D = 128; 128 at D = 128 spills on sm_80)
+            preferred = max(16, 8192 // next_pow2(q.shape[2].value))
+            keys = choose_tile("block_n", p.block_n, self.key_tile(p, dims), preferred, minimum=16)
         step = keys.size if p.key_tile is None else keys.extent.value  # pieces hold whole key tiles
         moved = sum(t.nbytes for t in ins.values()) + q.nbytes
-        programs = q.shape[0].value * heads.pieces
+        programs = q.shape[0].value * self.kv_heads(p, dims) * heads.pieces
         split = choose_split("split_keys", p.split_keys, kv.shape[1], step, programs, moved)
         tiles = {"block_h": heads, "block_n": keys, "split_keys": split}
         if split.pieces > 1:  # the combine phase reads every piece's output and writes o: it fills the GPU too
@@ -159,7 +235,10 @@ class SparseAttention(Op):
         return tiles
 
     def domain(self, ins, p, dims):
-        return (Axis("t", ins["q"].shape[0], parallel=True), Axis.tiled("hb", self.tiles(ins, p, dims)["block_h"]))
+        heads = Axis.tiled("hb", self.tiles(ins, p, dims)["block_h"])
+        if p.kv_heads is None:
+            return (Axis("t", ins["q"].shape[0], parallel=True), heads)
+        return (Axis("t", ins["q"].shape[0], parallel=True), Axis("g", dims.dim(p.kv_heads), parallel=True), heads)
 
     def phases(self, ins, p, dims):
         split = self.tiles(ins, p, dims)["split_keys"]
@@ -167,9 +246,10 @@ class SparseAttention(Op):
             return ()
         out = self.domain(ins, p, dims)
         lanes = self.tiles(ins, p, dims)["block_d"]
-        return (Phase("partial", out + (Axis.tiled("ks", split),), reads=("q", "kv", "valid"), private_writes=PARTS),
-                Phase("combine", out + (Axis.tiled("db", lanes),), reads=("sink",), writes=("o",),
-                      private_reads=PARTS))
+        reads = ("q", "kv") + (("v",) if "v" in ins else ()) + ("valid",)
+        return (Phase("partial", out + (Axis.tiled("ks", split),), reads=reads, private_writes=PARTS),
+                Phase("combine", out + (Axis.tiled("db", lanes),), reads=("sink",) if "sink" in ins else (),
+                      writes=("o",), private_reads=PARTS))
 
     def private(self, ins, p, dims):
         pieces = self.tiles(ins, p, dims)["split_keys"].pieces
@@ -181,10 +261,16 @@ class SparseAttention(Op):
                 "part_acc": TensorType((s, t, h, d), DType.fp32)}
 
     def golden_function(self, p, types):
+        if self.grouped(p, types):
+            return golden_sparse_attention_grouped
         return golden_sparse_attention if p.key_tile is None else golden_sparse_attention_tiles
 
     def golden_args(self, p, dims, types):
         args = {"scale": self.scale(types, p, dims)[1], "out_dtype": dtypes.info(p.out_dtype).torch}
+        if self.grouped(p, types):  # no key tiles: one tile of all keys, P not rounded (the closed form)
+            tile = types["kv"].shape[1].value if p.key_tile is None else self.key_tile(p, dims).value
+            return {**args, "kv_heads": self.kv_heads(p, dims), "key_tile": tile,
+                    "p_dtype": dtypes.info(p.p_dtype or DType.fp32).torch}
         if p.key_tile is None:
             return args
         return {**args, "key_tile": self.key_tile(p, dims).value, "p_dtype": dtypes.info(p.p_dtype or DType.fp32).torch}
@@ -202,11 +288,37 @@ class SparseAttention(Op):
                 c.const("BLOCK_N", block_n.size, "keys per online-softmax step"
                         + (", block_n default" if block_n.defaulted else "")), c.tile("hb"))
 
+    def _group(self, c) -> str:
+        """Query heads per KV head as code (grouped-query attention only)."""
+        return c.expr(self.group(c.stage.in_types, c.p, c.dims).text)
+
+    def _rows(self, c, rows: str, port: str = "kv") -> str:
+        """Triton address of the [rows, D] tile of `port` at key rows `rows` (this group's lanes)."""
+        d = c.dim("q", 2)
+        if c.p.kv_heads is None:
+            return f"{c.src(port)} + ({rows})[:, None] * {d} + d[None, :]"
+        return f"{c.src(port)} + ({rows})[:, None] * {c.dim('kv', 2)} + g * {d} + d[None, :]"
+
+    def _values(self, c, mask: str, pad: str = "") -> tuple[list[str], str]:
+        """(lines loading the values of this key block, their tile's name): `kv` itself, or `vv` from `v`."""
+        if "v" not in c.stage.in_types:
+            return [], "kv"
+        return [pad + "vv = " + c.load("v_at", "n", "d", mask=mask), pad + "vv = vv.to(tl.float32)"], "vv"
+
+    def _triton_out(self, c) -> str:
+        """The division by the softmax denominator: with the sink, or the sum alone (0 keys: 0, not 0 / 0)."""
+        if "sink" in c.stage.in_types:
+            return "o = acc / (l + tl.exp(sink - m))[:, None]"
+        return "o = acc / tl.where(l > 0.0, l, 1.0)[:, None]"
+
     def triton(self, c):
         h, d, keys, scale, bn, bh = self._names(c)
         heads = f"(t * {h} + h)[:, None] * {d} + d[None, :]"
         lanes = c.lanes("d", "db") if c.phase == "combine" else c.span("d", c.type("q").shape[2], "D")
-        lines = c.lanes("h", "hb") + lanes
+        lines = c.lanes("h", "hb")
+        if c.p.kv_heads is not None:
+            lines.append(f"h = g * {self._group(c)} + h  # the heads of KV head g (the mask is the group's)")
+        lines += lanes
         if c.phase != "combine":
             lines += self._triton_keys(c, heads) if c.p.key_tile is None else self._triton_tiles(c, heads)
         if c.phase == "partial":  # this piece's running max, sum and output, for the combine phase
@@ -216,17 +328,17 @@ class SparseAttention(Op):
                             c.store(f"{c.private('part_acc')} + {part}[:, None] * {d} + d[None, :]", "acc", "h", "d")]
         if c.phase == "combine":
             lines += self._triton_merge(c)
-        return lines + [
-            "sink = " + c.load(f"{c.src('sink')} + h", "h"),
-            "o = acc / (l + tl.exp(sink - m))[:, None]",
-            c.store(f"{c.dst('o')} + {heads}", c.cast_for("o", "o"), "h", "d"),
-        ]
+        if "sink" in c.stage.in_types:
+            lines.append("sink = " + c.load(f"{c.src('sink')} + h", "h"))
+        return lines + [self._triton_out(c), c.store(f"{c.dst('o')} + {heads}", c.cast_for("o", "o"), "h", "d")]
 
     def _triton_keys(self, c, heads: str) -> list[str]:
         """The online softmax over this program's keys: all of them, or its piece of the split keys."""
         h, d, keys, scale, bn, bh = self._names(c)
         _, qk = exact_dot("q", "tl.trans(kv)")  # q and kv hold bf16 values: exact on tensor cores
-        split, pv = exact_dot("p", "kv", a_exact=False, acc="acc")
+        load_v, vals = self._values(c, "live[:, None]", "    ")
+        split, pv = exact_dot("p", vals, a_exact=False, acc="acc")
+        width = d if c.p.kv_heads is None else c.dim("kv", 2)
         if c.phase == "partial":
             piece = c.stride("ks")
             first, end = "first", f"tl.minimum(first + {piece}, {keys})"
@@ -238,8 +350,10 @@ class SparseAttention(Op):
         keys_at = f"{first} + tl.arange(0, {bn})" if first != "0" else f"tl.arange(0, {bn})"
         loop += [f"n = {keys_at}",
                  f"valid_at = {c.src('valid')} + t * {keys} + n",
-                 f"kv_at = {c.src('kv')} + (t * {keys} + n)[:, None] * {d} + d[None, :]",
-                 f"for n0 in range({first}, {end}, {bn}):"]
+                 f"kv_at = {self._rows(c, f't * {keys} + n')}"]
+        if vals == "vv":
+            loop.append(f"v_at = {self._rows(c, f't * {keys} + n', 'v')}")
+        loop.append(f"for n0 in range({first}, {end}, {bn}):")
         if tail:
             live = [f"    n = n0 + tl.arange(0, {bn})",
                     f"    live = (n < {keys}) & (tl.load(valid_at, mask=n < {keys}, other=0) != 0)"]
@@ -254,6 +368,7 @@ class SparseAttention(Op):
             *live,
             "    kv = " + c.load("kv_at", "n", "d", mask="live[:, None]"),
             "    kv = kv.to(tl.float32)",
+            *load_v,
             f"    s = {qk} * {scale}",
             "    s = tl.where(live[None, :], s, float(\"-inf\"))",
             "    m_new = tl.maximum(m, tl.max(s, axis=1))",
@@ -265,8 +380,8 @@ class SparseAttention(Op):
             f"    acc = {pv}",
             "    m = m_new",
             f"    valid_at += {bn}",
-            f"    kv_at += {bn} * {d}",
-        ]
+            f"    kv_at += {bn} * {width}",
+        ] + ([f"    v_at += {bn} * {width}"] if vals == "vv" else [])
 
     def _triton_tiles(self, c, heads: str) -> list[str]:
         """Key tiles, each with its own softmax, merged into the running max, sum and output in ascending
@@ -280,7 +395,8 @@ class SparseAttention(Op):
         _, qk = exact_dot("q", "tl.trans(kv)")  # q and kv hold bf16 values: exact on tensor cores
         rounded = c.p.p_dtype is DType.bf16
         p_code = f"{c.helper('round_bf16')}(p).to(tl.float32)" if rounded else "p"
-        split, pv = exact_dot("pb" if rounded else "p", "kv", a_exact=rounded, acc="o_i")
+        load_v, vals = self._values(c, "live[:, None]")
+        split, pv = exact_dot("pb" if rounded else "p", vals, a_exact=rounded, acc="o_i")
         if c.phase == "partial":
             piece = c.stride("ks")
             first, end = "first", f"tl.minimum(first + {piece}, {keys})"
@@ -294,8 +410,7 @@ class SparseAttention(Op):
                 if ragged else f"tl.load({c.src('valid')} + t * {keys} + n) != 0")
         scores = [f"n = k0 + tl.arange(0, {bn})" if one_pass else f"n = k0 + n0 + tl.arange(0, {bn})",
                   f"live = {live}",  # this sub-block's scores, -1e30 at invalid keys
-                  "kv = " + c.load(f"{c.src('kv')} + (t * {keys} + n)[:, None] * {d} + d[None, :]", "n", "d",
-                                   mask="live[:, None]"),
+                  "kv = " + c.load(self._rows(c, f"t * {keys} + n"), "n", "d", mask="live[:, None]"),
                   "kv = kv.to(tl.float32)",
                   f"s = tl.where(live[None, :], {qk} * {scale}, -1.0e30)"]
 
@@ -310,11 +425,21 @@ class SparseAttention(Op):
         tile_sum = ([] if one_pass else scores) + [
             "p = tl.where(live[None, :], tl.exp(s - m_i[:, None]), 0.0)",
             "l_i += tl.sum(p, axis=1)",
-        ] + ([f"pb = {p_code}"] if rounded else []) + split + [f"o_i = {pv}"]
+        ] + ([f"pb = {p_code}"] if rounded else []) + [
+            *([f"v_at = {self._rows(c, f't * {keys} + n', 'v')}"] if vals == "vv" else []), *load_v,
+        ] + split + [f"o_i = {pv}"]
         if one_pass:
             body = sub_blocks(tile_max + tile_sum)
         else:  # the second pass reads the tile again
             body = sub_blocks(tile_max) + sub_blocks(tile_sum)
+        # a tile without a valid key (past a request's length) is skipped: its max, sum and output stay
+        # -1e30, 0 and 0, which the merge leaves out (beta = 0, or a running state still empty). Not at
+        # head dims above 256: there the branch costs registers the tile needs (D = 512 spills on sm_80)
+        if next_pow2(c.type("q").shape[2].value) <= 256:
+            kn = f"k0 + tl.arange(0, {kt})"
+            tile_live = (f"tl.load({c.src('valid')} + t * {keys} + {kn}, mask={kn} < {keys}, other=0)" if ragged
+                         else f"tl.load({c.src('valid')} + t * {keys} + {kn})")
+            body = [f"if tl.max({tile_live}) != 0:"] + ["    " + x for x in body]
         return [
             "q = " + c.load(f"{c.src('q')} + {heads}", "h", "d") + ".to(tl.float32)",
             f"m = tl.full([{bh}], -1.0e30, tl.float32)  # finite: a token with no valid key ends with o = 0",
@@ -362,8 +487,10 @@ class SparseAttention(Op):
         m, l, acc, sink, den = (c.local(x) for x in ("m", "l", "acc", "sink", "den"))
         if c.p.key_tile is not None and c.phase != "combine":
             self._fit_vector_buffer(c)
-        row = c.let("r0", f"t * {h} + hb * {c.stride('hb')}", "first row of this head tile")
         head0 = f"hb * {c.stride('hb')}"
+        if c.p.kv_heads is not None:  # a tile of KV head g's query heads
+            head0 = c.let("h0", f"g * {self._group(c)} + {head0}", "first query head of this tile")
+        row = c.let("r0", f"t * {h} + {head0}", "first row of this head tile")
         lines = [] if c.phase == "combine" else self._pypto_keys(c, row)
         cols = f"db * {c.stride('db')} : db * {c.stride('db')} + {c.tile('db')}" if c.phase == "combine" else f"0:{d}"
         if c.phase == "partial":  # this piece's running max, sum and output, for the combine phase
@@ -375,6 +502,9 @@ class SparseAttention(Op):
             ]
         if c.phase == "combine":
             lines += self._pypto_merge(c, head0, cols)
+        if "sink" not in c.stage.in_types:  # the sum alone (never 0 here: an invalid key adds exp(0) x 0 rows)
+            return lines + [f"{c.dst('o')}[{row} : {row} + {bh}, {cols}] = "
+                            f"{c.cast(f'pl.row_expand_div({acc}, {l})', 'o')}"]
         return lines + [
             f"{sink} = pl.reshape({c.src('sink')}[0:1, {head0} : {head0} + {bh}], [{bh}, 1])",
             f"{den} = pl.add({l}, pl.exp(pl.sub({sink}, {m})))",
@@ -401,8 +531,13 @@ class SparseAttention(Op):
         columns of row reductions); whole blocks follow, then a shorter last block when `block_n`
         does not divide the keys. A finite -1e30 bias keeps an all-invalid block harmless."""
         h, d, keys, scale, bn, bh = self._names(c)
-        q, m, l, acc, kv, bias, s, m_new, p, alpha = (c.local(x) for x in (
-            "q", "m", "l", "acc", "kv", "bias", "s", "m_new", "p", "alpha"))
+        q, m, l, acc, kv, vv, bias, s, m_new, p, alpha = (c.local(x) for x in (
+            "q", "m", "l", "acc", "kv", "v", "bias", "s", "m_new", "p", "alpha"))
+        lanes = f"0:{d}"
+        if c.p.kv_heads is not None:  # KV head g's lanes of the key rows
+            lane0 = c.let("lane0", f"g * {d}", "this KV head's first lane")
+            lanes = f"{lane0} : {lane0} + {d}"
+        values = kv if "v" not in c.stage.in_types else vv
         key0 = c.let("key0", f"t * {keys}", "this token's first gathered row")
         if c.phase == "partial":  # this piece's keys: [first, first + count)
             first = c.let("first", f"ks * {c.stride('ks')}", "this piece's first key")
@@ -418,7 +553,8 @@ class SparseAttention(Op):
             rows = f"{key0} + {k0} : {key0} + {k0} + {size}" if k0 != "0" else f"{key0} : {key0} + {size}"
             cols = f"{k0} : {k0} + {size}" if k0 != "0" else f"0:{size}"
             return [
-                f"{kv} = {c.src('kv')}[{rows}, 0:{d}]",
+                f"{kv} = {c.src('kv')}[{rows}, {lanes}]",
+                *([f"{vv} = {c.src('v')}[{rows}, {lanes}]"] if values == vv else []),
                 f"{bias} = pl.cast({c.src('valid')}[t : t + 1, {cols}], target_type=pl.FP32)",
                 f"{bias} = pl.mul(pl.sub({bias}, 1.0), 1.0e30)  # 0 for a valid key, -1e30 otherwise",
                 f"{s} = pl.matmul({q}, {kv}, b_trans=True, out_dtype=pl.FP32)",
@@ -426,9 +562,9 @@ class SparseAttention(Op):
             ]
 
         if c.p.p_dtype is DType.bf16:  # P rounded for the cube, which multiplies it with the bf16 keys
-            pv = f"pl.matmul(pl.cast({p}, target_type=pl.BF16, mode=\"rint\"), {kv}, out_dtype=pl.FP32)"
+            pv = f"pl.matmul(pl.cast({p}, target_type=pl.BF16, mode=\"rint\"), {values}, out_dtype=pl.FP32)"
         else:
-            pv = f"pl.matmul({p}, pl.cast({kv}, target_type=pl.FP32), out_dtype=pl.FP32)"
+            pv = f"pl.matmul({p}, pl.cast({values}, target_type=pl.FP32), out_dtype=pl.FP32)"
 
         def online_step(n0: str, size: str) -> list[str]:
             return scores(n0, size) + [

@@ -238,3 +238,25 @@ def dsv4_pro_attn_decode(ins: dict, dims: dict, kind: str) -> dict:
     w = ins["wo_b"].double().reshape(ins["wo_b"].shape[0], groups, -1)
     out = torch.einsum("tgr,ngr->tgn", codes, w) / scale                       # exact integer sums
     return {"attn": o, "attn_out": bf16(out.sum(dim=1) * ins["wo_b_scale"].double()[None, :])}
+
+
+def paged_gqa_attention(query: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
+                        block_table: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
+    """Qwen3 paged decode attention: request b attends its first seq_lens[b] tokens, token j read from page
+    block_table[b, j // block], row j % block; a cache row holds the KV heads side by side, and query head
+    h reads KV head h // (heads / kv_heads). Softmax in float64 without a sink; the output rounded to bf16."""
+    batch, heads, dim = query.shape
+    block = key_cache.shape[1]
+    kv_heads = key_cache.shape[2] // dim
+    out = torch.zeros(batch, heads, dim, dtype=torch.float64)
+    for b in range(batch):
+        length = int(seq_lens[b])
+        pos = torch.arange(length)
+        pages = block_table[b].long()[pos // block]
+        k = key_cache[pages, pos % block].double().reshape(length, kv_heads, dim)
+        v = value_cache[pages, pos % block].double().reshape(length, kv_heads, dim)
+        for h in range(heads):
+            g = h // (heads // kv_heads)
+            s = (query[b, h].double() @ k[:, g].T) * dim ** -0.5
+            out[b, h] = torch.softmax(s, dim=0) @ v[:, g]
+    return bf16(out)

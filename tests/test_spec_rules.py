@@ -82,8 +82,8 @@ def _missing_key(b: str) -> Expect:
 
 
 def _missing_port(b: str) -> Expect:
-    t = edit(b, ", sink: attn_sink}", "}", after=ATTN)
-    return Expect(t, position(t, "{", after=ATTN + ("in: ",)), ("`sink`",), ("sink:",))
+    t = edit(b, " valid: gather.valid,", "", after=ATTN)  # `sink` is optional (Qwen3 has none); `valid` is not
+    return Expect(t, position(t, "{", after=ATTN + ("in: ",)), ("`valid`",), ("valid:",))
 
 
 def _wrong_type(b: str) -> Expect:

@@ -147,7 +147,15 @@ def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: 
     lines += wrap(naming.docstring_text(f"One program per point of: {block.describe_domain()}."), WIDTH,
                   initial_indent="    ", subsequent_indent="    ") + ['    """']
     file.add_tile_constants(block, "program")
-    for i, axis in enumerate(block.domain):
+    lead = len(block.domain) - 2 if len(block.domain) > 3 else 1  # a grid has 3 axes: fold the leading ones
+    if lead > 1:
+        lines.append(f"    pid = tl.program_id(0)  # {', '.join(a.var for a in block.domain[:lead])}, folded")
+        for axis in reversed(block.domain[1:lead]):
+            lines += [f"    {axis.var} = pid % {_trips(axis, file)}", f"    pid = pid // {_trips(axis, file)}"]
+        lines.append(f"    {block.domain[0].var} = pid")
+    else:
+        lines.append(f"    {block.domain[0].var} = tl.program_id(0)")
+    for i, axis in enumerate(block.domain[lead:], 1):
         lines.append(f"    {axis.var} = tl.program_id({i})")
     for n, stage in enumerate(block.stages):
         if n:
@@ -160,9 +168,20 @@ def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: 
     return "\n".join(lines)
 
 
+def _trips(axis, file: FileContext, block: Optional[LoopBlock] = None) -> str:
+    """Programs along `axis` as code."""
+    if axis.tile == 1:
+        return file.expr(axis.extent.text)
+    if block is None:
+        return f"(({file.expr(axis.extent.text)} + {axis.tile} - 1) // {axis.tile})"
+    return f"triton.cdiv({file.expr(axis.extent.text)}, {file.tile(block, axis)})"
+
+
 def _grid(block: LoopBlock, file: FileContext) -> str:
-    return tuple_code([file.expr(a.extent.text) if a.tile == 1
-                       else f"triton.cdiv({file.expr(a.extent.text)}, {file.tile(block, a)})" for a in block.domain])
+    trips = [_trips(a, file, block) for a in block.domain]
+    if len(trips) > 3:  # the leading axes share grid axis 0 (the kernel unfolds them)
+        trips = [" * ".join(trips[:-2])] + trips[-2:]
+    return tuple_code(trips)
 
 
 def _shape(t, file: FileContext) -> str:
