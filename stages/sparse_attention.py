@@ -58,31 +58,6 @@ def golden_sparse_attention(q, kv, valid, sink, *, scale, out_dtype):
     return {"o": o.to(getattr(torch, out_dtype))}
 
 
-def golden_sparse_attention_tiles(q, kv, valid, sink, *, scale, key_tile, p_dtype, out_dtype):
-    """Each tile of `key_tile` keys: its own max, exp, sum and P @ V (P rounded to `p_dtype`); tiles merged
-    in ascending order, the first starting the merge; then the sink and the division. fp32 math."""
-    import torch
-
-    q, kv, ok = q.float(), kv.float(), valid.bool()
-    m = l = acc = None
-    for k0 in range(0, kv.shape[1], key_tile):
-        tile, live = kv[:, k0:k0 + key_tile], ok[:, None, k0:k0 + key_tile]
-        s = (torch.einsum("thd,tnd->thn", q, tile) * scale).masked_fill(~live, -1.0e30)
-        m_i = s.amax(dim=-1, keepdim=True)
-        p = torch.exp(s - m_i).masked_fill(~live, 0.0)
-        l_i = p.sum(dim=-1, keepdim=True)
-        o_i = torch.einsum("thn,tnd->thd", p.to(getattr(torch, p_dtype)).float(), tile)
-        if m is None:
-            m, l, acc = m_i, l_i, o_i
-            continue
-        m_new = torch.maximum(m, m_i)
-        alpha, beta = torch.exp(m - m_new), torch.exp(m_i - m_new)
-        m, l, acc = m_new, alpha * l + beta * l_i, alpha * acc + beta * o_i
-    o = acc / (l + torch.exp(sink.float()[None, :, None] - m))
-    o = torch.where(ok.any(-1)[:, None, None], o, torch.zeros_like(o))
-    return {"o": o.to(getattr(torch, out_dtype))}
-
-
 def golden_sparse_attention_grouped(q, kv, valid, sink=None, v=None, *, scale, kv_heads, key_tile, p_dtype,
                                     out_dtype):
     """Grouped-query attention: kv (and v, else kv) [T, N, G * D] hold G KV heads; query head h reads KV
@@ -155,8 +130,7 @@ class SparseAttention(Op):
 
     @staticmethod
     def grouped(p, types) -> bool:
-        """The grouped variant: KV heads, separate values or no sink (the golden and tile code of
-        `golden_sparse_attention_grouped`); the single-head, shared-KV, sink form keeps its own."""
+        """The grouped variant: KV heads, separate values or no sink."""
         return p.kv_heads is not None or "v" in types or "sink" not in types
 
     @staticmethod
@@ -261,19 +235,20 @@ class SparseAttention(Op):
                 "part_acc": TensorType((s, t, h, d), DType.fp32)}
 
     def golden_function(self, p, types):
-        if self.grouped(p, types):
+        """Key tiles, KV heads, separate values or no sink: the tiled, grouped golden (one KV head when
+        `kv_heads` is not set); the closed form otherwise."""
+        if self.grouped(p, types) or p.key_tile is not None:
             return golden_sparse_attention_grouped
-        return golden_sparse_attention if p.key_tile is None else golden_sparse_attention_tiles
+        return golden_sparse_attention
 
     def golden_args(self, p, dims, types):
         args = {"scale": self.scale(types, p, dims)[1], "out_dtype": dtypes.info(p.out_dtype).torch}
-        if self.grouped(p, types):  # no key tiles: one tile of all keys, P not rounded (the closed form)
-            tile = types["kv"].shape[1].value if p.key_tile is None else self.key_tile(p, dims).value
-            return {**args, "kv_heads": self.kv_heads(p, dims), "key_tile": tile,
-                    "p_dtype": dtypes.info(p.p_dtype or DType.fp32).torch}
-        if p.key_tile is None:
+        if self.golden_function(p, types) is golden_sparse_attention:
             return args
-        return {**args, "key_tile": self.key_tile(p, dims).value, "p_dtype": dtypes.info(p.p_dtype or DType.fp32).torch}
+        # no key tiles: one tile of all keys, P not rounded (the closed form)
+        tile = types["kv"].shape[1].value if p.key_tile is None else self.key_tile(p, dims).value
+        return {**args, "kv_heads": self.kv_heads(p, dims), "key_tile": tile,
+                "p_dtype": dtypes.info(p.p_dtype or DType.fp32).torch}
 
     def flops(self, ins, outs, p):
         t, h, d = ins["q"].numel_shape
