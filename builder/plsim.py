@@ -197,8 +197,8 @@ class PlLanguage(types.ModuleType):
     def arange(self, start, shape, dtype):
         """Values start, start + 1, ... laid along the last axis of a one-row `shape`."""
         self._incore_only("pl.arange")
-        if len(shape) != 2 or shape[0] != 1:
-            raise Unsupported(f"pl.arange with shape {list(shape)} (only [1, N])")
+        if len(shape) != 2 or shape[0] != 1 or shape[1] == 1:  # PyPTO: "tensor.ci requires Cols != 1"
+            raise Unsupported(f"pl.arange with shape {list(shape)} (only [1, N], N > 1)")
         return _pl(torch.arange(start, start + shape[1], dtype=torch.int64).to(dtype).reshape(1, -1))
 
     def cast(self, x, target_type, mode="round"):
@@ -211,6 +211,8 @@ class PlLanguage(types.ModuleType):
             raise Unsupported(f"pl.cast mode {mode!r}")
         if x.dtype == target_type:  # PyPTO rejects it: "same-dtype cast is not a valid operation"
             raise Unsupported(f"pl.cast of a {_name(x.dtype)} tile to {_name(target_type)}")
+        if x.dtype == torch.int8 and target_type == torch.float32:  # a2a3: "no native cast path"
+            raise Unsupported("pl.cast of an INT8 tile to FP32 (a2a3 converts INT8 through FP16)")
         return _pl(_cast(x, target_type, mode))
 
     def matmul(self, a, b, out_dtype=None, a_trans=False, b_trans=False):
@@ -236,13 +238,8 @@ class PlLanguage(types.ModuleType):
         return _pl(torch.gather(x, -1, index.long()))
 
     def expands(self, target, scalar):
-        """A tile of `target`'s shape and dtype with every element `scalar` (`target` is not read)."""
-        self._incore_only("pl.expands")
-        if not isinstance(scalar, (int, float)) or isinstance(scalar, bool):
-            raise Unsupported(f"pl.expands of a {type(scalar).__name__}")
-        if not target.is_floating_point() and not isinstance(scalar, int):
-            raise Unsupported(f"pl.expands of {scalar!r} into a {_name(target.dtype)} tile")
-        return _pl(torch.full(tuple(target.shape), scalar, dtype=target.dtype))
+        """Refused: PyPTO parses it, but its a2a3 backend has no code for `tile.expands`."""
+        raise Unsupported("pl.expands (no a2a3 codegen for tile.expands): use pl.full or a scalar operand")
 
     def rsqrt(self, x, high_precision=False):
         """1 / sqrt(x); `high_precision=True` (the tensor-level form) is taken to be correctly rounded:

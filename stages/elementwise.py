@@ -405,6 +405,8 @@ class Elementwise(Op):
             else:  # one element: the view's lanes are the batch axis
                 tile = f"{view}[0:1, {_span('a', '1')}]"
                 shape = (bm_size == 1, bn_size == 1)
+            if t.dtype is DType.int8:  # no direct int8 -> fp32 conversion on a2a3; fp16 holds every int8
+                tile = f"pl.cast({tile}, target_type=pl.FP16)"
             if t.dtype is not DType.fp32:
                 tile = f"pl.cast({tile}, target_type=pl.FP32)"
             name = c.local(f"in_{len(local)}")
@@ -513,7 +515,9 @@ class _Pl:
         if kind == "sub":
             return f"pl.add(pl.neg({a[1]}), {a[0]})" if const[0] else f"pl.sub({a[0]}, {a[1]})"
         if kind == "div":
-            return f"pl.div(pl.expands({a[1]}, {a[0]}), {a[1]})" if const[0] else f"pl.div({a[0]}, {a[1]})"
+            if const[0]:  # a number over a tile: c * (1 / x) (pl.expands, the tile of c, has no a2a3 codegen)
+                return f"pl.recip({a[1]})" if float(a[0]) == 1.0 else f"pl.mul(pl.recip({a[1]}), {a[0]})"
+            return f"pl.div({a[0]}, {a[1]})"
         if kind == "neg":
             return f"pl.neg({a[0]})"
         if kind in ("exp", "sqrt", "abs"):

@@ -222,18 +222,20 @@ class Rmsnorm(Op):
         inv_d, eps = self._scalars(c)
         bm = c.tile("rb")
         r0 = c.let("r0", f"rb * {c.stride('rb')}", "first row of this tile")
-        sq, inv, xk, y, k0 = (c.local(v) for v in ("sq", "inv", "x", "y", "k0"))
+        sq, inv, k0 = (c.local(v) for v in ("sq", "inv", "k0"))
         widen = c.type("x").dtype is not DType.fp32
 
         def chunk(start: str, end: str) -> str:
             tile = f"{c.src('x')}[{r0} : {r0} + {bm}, {start} : {end}]"
             return f"pl.cast({tile}, target_type=pl.FP32)" if widen else tile
 
-        def sum_step(start: str, end: str) -> list[str]:
+        def sum_step(start: str, end: str, kind: str) -> list[str]:
+            xk = c.local("x" + kind)
             return [f"{xk} = {chunk(start, end)}",
                     f"{sq} = pl.add({sq}, pl.reshape(pl.row_sum(pl.mul({xk}, {xk})), [1, {bm}]))"]
 
-        def norm_step(start: str, end: str) -> list[str]:
+        def norm_step(start: str, end: str, kind: str) -> list[str]:
+            xk, y = c.local("x" + kind), c.local("y" + kind)
             lines = [f"{xk} = {chunk(start, end)}", f"{y} = pl.row_expand_mul({xk}, {inv})"]
             if "gamma" in c.stage.inputs:
                 g = f"{c.src('gamma')}[0:1, {start} : {end}]"
@@ -249,13 +251,13 @@ class Rmsnorm(Op):
         def steps(body) -> list[str]:
             lines = []
             if whole == 1:
-                lines += body("0", step_c)
+                lines += body("0", step_c, "")
             elif whole > 1:
                 end = d if not tail else f"{d} - {tail_c}"
                 lines += [f"for {k0} in pl.range(0, {end}, {step_c}):"]
-                lines += ["    " + s for s in body(k0, f"{k0} + {step_c}")]
-            if tail:  # the last, shorter step
-                lines += body(f"{d} - {tail_c}" if whole else "0", d)
+                lines += ["    " + s for s in body(k0, f"{k0} + {step_c}", "")]
+            if tail:  # the last, shorter step: its tiles under names of their own (one shape per name in pl)
+                lines += body(f"{d} - {tail_c}" if whole else "0", d, "_tail" if whole else "")
             return lines
 
         return ([f"{sq} = pl.full([1, {bm}], dtype=pl.FP32, value=0.0)"] + steps(sum_step)

@@ -116,8 +116,10 @@ class RopeExtract(Op):
         dtype = c.type("x").dtype
         lines = [f"{rotary} = {rope_layout.pl_gather_source(lanes_code, dtype)}"]
         k, rows = c.local("k"), c.stride("hb")
-        setup = [f"{k} = pl.cast(pl.arange(0, [1, {half}], dtype=pl.INT32), target_type=pl.FP32)",
-                 f"{k} = pl.col_expand_add(pl.full([{rows}, {half}], dtype=pl.FP32, value=0.0), {k})"]
+        # the pair indices 0 .. half - 1 (pl.arange takes no single-lane row: one pair is the index 0)
+        ks = "pl.full([1, 1], dtype=pl.FP32, value=0.0)" if c.type("even").shape[2].value == 1 else \
+            f"pl.cast(pl.arange(0, [1, {half}], dtype=pl.INT32), target_type=pl.FP32)"
+        setup = [f"{k} = {ks}", f"{k} = pl.col_expand_add(pl.full([{rows}, {half}], dtype=pl.FP32, value=0.0), {k})"]
         buffers = []
         for port, lanes in zip(("even", "odd"), rope_layout.LANES[layout]):
             index = c.local(f"{port}_lanes")

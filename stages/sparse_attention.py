@@ -36,6 +36,7 @@ from builder.spec import DimExpr, DType, Int
 from builder.stage_api import (Axis, Dim, Op, Params, Phase, StageError, TensorType, choose_split, choose_tile,
                                expect, next_pow2)
 from stages.dots import exact_dot
+from stages.matmul_tiles import CUBE_ROWS
 
 VECTOR_BUFFER_BYTES = 188416  # an a2a3 AIV core's buffer as PyPTO plans it (the smallest of its targets)
 DEFAULT_PIPE_SLOTS = 2  # PyPTO's cross-core ring depth when a scope does not set one
@@ -506,8 +507,12 @@ class SparseAttention(Op):
         columns of row reductions); whole blocks follow, then a shorter last block when `block_n`
         does not divide the keys. A finite -1e30 bias keeps an all-invalid block harmless."""
         h, d, keys, scale, bn, bh = self._names(c)
-        q, m, l, acc, kv, vv, bias, s, m_new, p, alpha = (c.local(x) for x in (
-            "q", "m", "l", "acc", "kv", "v", "bias", "s", "m_new", "p", "alpha"))
+        pad = CUBE_ROWS if c.tile_value("hb") < CUBE_ROWS else 0
+        # padded rows: the running max, sum and output carry the padded shape (the pl scope is flat, and
+        # the combine phase's are the real rows'), and are cut back to the real rows at the end
+        padded = (lambda x: c.local(f"{x}_pad")) if pad else c.local
+        q, kv, vv, bias, s, p = (c.local(x) for x in ("q", "kv", "v", "bias", "s", "p"))
+        m, l, acc, m_new, alpha, beta = (padded(x) for x in ("m", "l", "acc", "m_new", "alpha", "beta"))
         lanes = f"0:{d}"
         if c.p.kv_heads is not None:  # KV head g's lanes of the key rows
             lane0 = c.let("lane0", f"g * {d}", "this KV head's first lane")
@@ -553,7 +558,7 @@ class SparseAttention(Op):
 
         def tile_step(n0: str, size: str) -> list[str]:
             """A key tile's own softmax, merged into the running one."""
-            m_i, l_i, o_i, beta = (c.local(x) for x in ("m_i", "l_i", "o_i", "beta"))
+            m_i, l_i, o_i = (c.local(x) for x in ("m_i", "l_i", "o_i"))
             return scores(n0, size) + [
                 f"{m_i} = pl.row_max({s})",
                 f"{p} = pl.exp(pl.row_expand_sub({s}, {m_i}))",
@@ -574,8 +579,11 @@ class SparseAttention(Op):
             step, block = tile_step, tile.value
             bn = c.const("KEY_TILE", tile.value, f"{tile.text}: keys per softmax tile")
         tail = n_keys % block if n_keys > block else 0
-        lines = [f"{q} = {c.src('q')}[{row} : {row} + {bh}, 0:{d}]",
-                 "# the first key block starts the running max, sum and output"] + \
+        if pad:  # a cube matmul takes 16 rows at least: the real ones, then rows nothing reads
+            q_tile = f"pl.slice({c.src('q')}, [{pad}, {d}], [{row}, 0], valid_shape=[{bh}, {d}])"
+        else:
+            q_tile = f"{c.src('q')}[{row} : {row} + {bh}, 0:{d}]"
+        lines = [f"{q} = {q_tile}", "# the first key block starts the running max, sum and output"] + \
             scores("0", bn if n_keys >= block else count) + [
             f"{m} = pl.row_max({s})",
             f"{p} = pl.exp(pl.row_expand_sub({s}, {m}))",
@@ -589,6 +597,9 @@ class SparseAttention(Op):
             size = c.const("KEY_TAIL", tail, f"{n_keys} % {block}: the last key " + (
                 "block" if c.p.key_tile is None else "tile"))
             lines += ["# the last, shorter key block"] + step(f"({count} - {size})", size)
+        if pad:  # the max only where a sink or the combine phase reads it
+            kept = ("m", "l", "acc") if c.phase == "partial" or "sink" in c.stage.in_types else ("l", "acc")
+            lines += [f"{c.local(x)} = {padded(x)}[0:{bh}, :]  # the real rows" for x in kept]
         return lines
 
     def _pypto_merge(self, c, head0: str, cols: str) -> list[str]:

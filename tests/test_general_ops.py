@@ -417,20 +417,33 @@ def test_injected_fault_is_caught_at_its_stages(fault, backend):
 
 # ----------------------------------------------------------------------------------- the executor
 
-def test_executor_rsqrt_and_expands_follow_their_documentation():
+def test_executor_rsqrt_follows_its_documentation():
     pl = plsim.PlLanguage()
     with pl.at(level=pl.Level.CORE_GROUP, name_hint="t"):
         x = torch.tensor([[2.0, 3.0, 1e-6, 7.0]])
         assert torch.equal(pl.rsqrt(x, high_precision=True), torch.rsqrt(x.double()).float())
         assert torch.equal(pl.rsqrt(x), torch.rsqrt(x))
-        filled = pl.expands(x, 2.5)
-        assert filled.shape == x.shape and filled.dtype == x.dtype and (filled == 2.5).all()
         with pytest.raises(plsim.Unsupported, match="pl.rsqrt of a INT32"):
             pl.rsqrt(torch.ones(1, 4, dtype=torch.int32))
-        with pytest.raises(plsim.Unsupported, match="pl.expands of 0.5 into a INT32"):
-            pl.expands(torch.ones(1, 4, dtype=torch.int32), 0.5)
     with pytest.raises(plsim.Unsupported, match="outside any pl.at"):
         pl.rsqrt(x)
+
+
+def test_executor_refuses_what_pyptos_a2a3_backend_cannot_build():
+    """Each refusal is a compile error the real PyPTO gave on a program this project emitted: no codegen for
+    tile.expands, no INT8 -> FP32 conversion, no pl.arange of one column."""
+    pl = plsim.PlLanguage()
+    with pl.at(level=pl.Level.CORE_GROUP, name_hint="t"):
+        x = torch.ones(2, 4)
+        with pytest.raises(plsim.Unsupported, match="tile.expands"):
+            pl.expands(x, 2.5)
+        with pytest.raises(plsim.Unsupported, match="INT8 tile to FP32"):
+            pl.cast(torch.ones(1, 4, dtype=torch.int8), target_type=pl.FP32)
+        assert torch.equal(pl.cast(pl.cast(torch.full((1, 4), -7, dtype=torch.int8), target_type=pl.FP16),
+                                   target_type=pl.FP32), torch.full((1, 4), -7.0))
+        with pytest.raises(plsim.Unsupported, match=r"arange with shape \[1, 1\]"):
+            pl.arange(0, [1, 1], dtype=pl.INT32)
+        assert pl.arange(0, [1, 2], dtype=pl.INT32).tolist() == [[0, 1]]
 
 
 def test_rotary_golden_is_the_complex_rotation(lib):

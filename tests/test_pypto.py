@@ -167,3 +167,24 @@ def test_executor_semantics_match_the_pl_documentation():
         assert pl.cast(v, target_type=pl.BF16, mode="round").item() == 1.0078125
     buffer = pl.create_tensor([2, 2], dtype=pl.FP32)
     assert torch.isnan(buffer).all()  # unwritten regions cannot pass a comparison
+
+
+def _assigned_names(code: str) -> set[str]:
+    return {t.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
+
+
+def test_tiles_of_another_shape_get_names_of_their_own():
+    """The `pl` parser keeps one type per name in a whole function (PyPTO's compiler rejects `Cannot
+    reassign 'x' with a different type`): a stage's last, shorter step, a block's loop nest of partial
+    tiles and an attention tile padded to the cube's 16 rows each name their tiles apart."""
+    general = builder.load("tests/kernels/general_ops.yaml")
+    norms = _assigned_names(general["norms"].emit("pypto", "odd"))
+    assert {"plain_chunked_x", "plain_chunked_x_tail"} <= norms   # D = 72: a step of 64, then one of 8
+    split = _assigned_names(builder.load("tests/kernels/qwen3_odd.yaml")["paged_gqa_split"].emit("pypto"))
+    assert {"attn_acc_s", "attn_acc_s_last_db_hb"} <= split       # the combine's whole and partial tiles
+    code = builder.load("kernels.yaml")["qwen3_14b_paged_attention"].emit("pypto", "full")
+    q_tiles = {ast.unparse(node.value) for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Assign)
+               and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "attn_q"}
+    assert q_tiles == {"pl.slice(query_2d, [16, HEAD_DIM], [attn_r0, 0], valid_shape=[ATTN_HB_TAIL, HEAD_DIM])"}
+    assert {"attn_m_pad", "attn_acc_pad", "attn_m", "attn_acc"} <= _assigned_names(code)

@@ -98,9 +98,9 @@ class PyptoCtx(BodyCtx):
     and setup code for constants derived once before the block's loops."""
 
     def __init__(self, stage: Stage, block: LoopBlock, tg: TypedGraph, file: FileContext, names: Names,
-                 setup: list[str], sizes: dict[str, str]):
+                 setup: list[str], sizes: dict[str, str], nest: str = ""):
         super().__init__(stage, block, tg, file)
-        self._names, self._setup, self._sizes = names, setup, sizes
+        self._names, self._setup, self._sizes, self._nest = names, setup, sizes, nest
         self.prologue: list[str] = []
         self.pipe_slots: Optional[int] = None
 
@@ -136,7 +136,9 @@ class PyptoCtx(BodyCtx):
         return self._names.base(self.stage.inputs[port])
 
     def local(self, name: str) -> str:
-        return self._names.local(self.stage.id, name)
+        """The stage's local `name`; in a block's later loop nests (partial tiles) suffixed with the nest:
+        the `pl` parser's scope is the whole function, and a name keeps one shape there."""
+        return self._names.local(self.stage.id, name + self._nest)
 
     def first_row(self, var: str = "hb", outer: str = "t", port: Optional[str] = None) -> str:
         """Local holding the first view row of this tile of axis `var` (rows `outer * extent + ...`),
@@ -208,13 +210,14 @@ def _block(block: LoopBlock, tg: TypedGraph, file: FileContext, names: Names) ->
     file.add_tile_constants(block, "task")
     setup: list[str] = []
     nests: list[str] = []
-    for last in _instances(block):
+    for index, last in enumerate(_instances(block)):
         sizes = {a.var: file.tail(block, a) for a in block.domain if last.get(a.var)}
+        nest = "_last_" + "_".join(sorted(sizes)) if index else ""
         body: list[str] = []
         slots: list[int] = []
         for stage in block.stages:
             body.append(f"# stage {stage.id} ({stage.op.name})")
-            ctx = PyptoCtx(stage, block, tg, file, names, setup, sizes)
+            ctx = PyptoCtx(stage, block, tg, file, names, setup, sizes, nest)
             with in_stage(stage.id, stage.op.name, stage.loc, "writing its PyPTO tile body"):
                 tile_body = stage.op.pypto(ctx)
             body += ctx.prologue + tile_body
