@@ -17,7 +17,7 @@ code is untouched: the interpreter still runs exactly what a GPU would run.
   fields are the same values, so they are remembered (keyed by element type and shape).
 - A masked load gathers element by element in C++. For tiles of aligned elements numpy's gather over
   the same addresses (a view of the memory between the lowest and highest live address) reads the
-  same bytes, several times faster; masked-off lanes take `other` as before.
+  same bytes, several times faster; masked-off lanes take `other` as before. Stores scatter the same way.
 - Every op maps its element type to a numpy dtype by building a dict of sixteen entries; the map is
   fixed, so each answer is remembered.
 - An int8 `tl.dot` runs as numpy's integer matmul (no BLAS). Through float64 BLAS it is exact: every
@@ -184,6 +184,24 @@ class _GatherWithNumpy:
         index = ((ptrs - np.uint64(low)) // np.uint64(size)).astype(np.intp)
         np.putmask(index, ~mask, 0)  # masked-off lanes point anywhere: read the first live element
         return np.where(mask, memory[index], other.astype(dtype, copy=False))
+
+    def store(self, ptrs, value, mask):
+        """The same for stores: a numpy scatter into the memory between the lowest and highest live
+        address (lanes writing one address: the last lane's value, as the C++ loop leaves it)."""
+        size = value.dtype.itemsize
+        if ptrs.size < self.SMALL or ptrs.dtype != np.uint64 or size & (size - 1) or ptrs.shape != value.shape:
+            return self._native.store(ptrs, value, mask)
+        every = mask.all()
+        live = ptrs.reshape(-1) if every else ptrs[mask]
+        if live.size == 0:
+            return None
+        low, high = int(live.min()), int(live.max()) + size
+        if low % size or high - low > 1 << 40 or np.any(live & np.uint64(size - 1)):
+            return self._native.store(ptrs, value, mask)  # unaligned: not a plain scatter
+        memory = np.frombuffer((ctypes.c_char * (high - low)).from_address(low), dtype=value.dtype)
+        memory[((live - np.uint64(low)) // np.uint64(size)).astype(np.intp)] = \
+            value.reshape(-1) if every else value[mask]
+        return None
 
 
 def _remembered(fn):

@@ -116,6 +116,25 @@ def test_the_numpy_gather_loads_what_the_native_load_loads(dtype):
         assert np.array_equal(gather.load(odd, masks[0], other, np_dtype), native.load(odd, masks[0], other, np_dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.int8, np.int64])
+def test_the_numpy_scatter_stores_what_the_native_store_stores(dtype):
+    scatter = interpreter._interpreter
+    native = scatter._native
+    rng = np.random.default_rng(3)
+    for trial in range(6):
+        mine, theirs = np.zeros(4096, dtype), np.zeros(4096, dtype)
+        lanes = np.arange(1024) if trial % 3 == 0 else rng.permutation(4096)[:1024]
+        if trial == 5:  # lanes writing one address: the last one's value
+            lanes = np.repeat(np.arange(512), 2)
+        lanes = lanes.reshape(16, 64)
+        mask = np.ones(lanes.shape, bool) if trial % 2 else rng.random(lanes.shape) < 0.6
+        value = rng.integers(1, 100, lanes.shape).astype(dtype)
+        itemsize = np.dtype(dtype).itemsize
+        scatter.store((mine.ctypes.data + lanes * itemsize).astype(np.uint64), value, mask)
+        native.store((theirs.ctypes.data + lanes * itemsize).astype(np.uint64), value, mask)
+        assert np.array_equal(mine, theirs), trial
+
+
 def test_remembered_block_shapes_still_validate_and_keep_their_fields():
     from triton.language import core
 
