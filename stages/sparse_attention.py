@@ -308,6 +308,14 @@ class SparseAttention(Op):
             lines.append("sink = " + c.load(f"{c.src('sink')} + h", "h"))
         return lines + [self._triton_out(c), c.store(f"{c.dst('o')} + {heads}", c.cast_for("o", "o"), "h", "d")]
 
+    @staticmethod
+    def _triton_key_range(c, keys: str) -> tuple[str, str, list[str]]:
+        """(first key, end, the line defining `first`) of this program's keys: all of them, or its piece."""
+        if c.phase != "partial":
+            return "0", keys, []
+        piece = c.stride("ks")
+        return "first", f"tl.minimum(first + {piece}, {keys})", [f"first = ks * {piece}"]
+
     def _triton_keys(self, c, heads: str) -> list[str]:
         """The online softmax over this program's keys: all of them, or its piece of the split keys."""
         h, d, keys, scale, bn, bh = self._names(c)
@@ -315,12 +323,7 @@ class SparseAttention(Op):
         load_v, vals = self._values(c, "live[:, None]", "    ")
         split, pv = exact_dot("p", vals, a_exact=False, acc="acc")
         width = d if c.p.kv_heads is None else c.dim("kv", 2)
-        if c.phase == "partial":
-            piece = c.stride("ks")
-            first, end = "first", f"tl.minimum(first + {piece}, {keys})"
-            loop = [f"first = ks * {piece}"]
-        else:
-            first, end, loop = "0", keys, []
+        first, end, loop = self._triton_key_range(c, keys)
         # addresses advanced by a step each iteration; a per-step `n` only when the last step is short
         tail = c.stage.tiles["block_n"].tail
         keys_at = f"{first} + tl.arange(0, {bn})" if first != "0" else f"tl.arange(0, {bn})"
@@ -373,12 +376,7 @@ class SparseAttention(Op):
         p_code = f"{c.helper('round_bf16')}(p).to(tl.float32)" if rounded else "p"
         load_v, vals = self._values(c, "live[:, None]")
         split, pv = exact_dot("pb" if rounded else "p", vals, a_exact=rounded, acc="o_i")
-        if c.phase == "partial":
-            piece = c.stride("ks")
-            first, end = "first", f"tl.minimum(first + {piece}, {keys})"
-            loop = [f"first = ks * {piece}"]
-        else:
-            first, end, loop = "0", keys, []
+        first, end, loop = self._triton_key_range(c, keys)
         one_pass = c.size("block_n") == tile.value
         ragged = n_keys % tile.value != 0  # the last tile's sub-blocks can run past the keys
 
