@@ -9,9 +9,11 @@ import re
 from stages import registry
 
 
-def faulty_ops(op_name: str, backend: str, edits: dict[str, str]) -> dict:
+def faulty_ops(op_name: str, backend: str, edits: dict[str, str], matched: "set[str] | None" = None) -> dict:
     """Registry copy whose `op_name` tile body for `backend` has each `old` text replaced by `new`
-    (all at once, so that two texts can be swapped)."""
+    (all at once, so that two texts can be swapped). Every edit must match every stage of the op, unless
+    `matched` is given: the edits that matched some stage are then added to it (for a kernel whose stages
+    of one op differ; the test asserts the set is complete)."""
     pattern = re.compile("|".join(re.escape(old) for old in edits))
     real = registry()[op_name]
 
@@ -35,7 +37,9 @@ def faulty_ops(op_name: str, backend: str, edits: dict[str, str]) -> dict:
                     ctx.setup = lambda buffers, body: emit_setup(buffers, edit(body))
                 edited = edit(attr(ctx))
                 missing = [old for old in edits if not any(old in line for line in seen)]
-                if missing:
+                if matched is not None:
+                    matched.update(set(edits) - set(missing))
+                elif missing:
                     raise AssertionError(f"fault text {missing} matched nothing in {op_name}.{backend}")
                 return edited
             return broken

@@ -19,6 +19,7 @@ from builder.verify import describe
 from stages import registry
 from stages.elementwise import parse
 from tests import reference
+from tests.faults import faulty_ops
 from tests.spec_helpers import diagnostics, edit, position
 
 GENERAL = Path(__file__).parent / "kernels" / "general_ops.yaml"
@@ -356,31 +357,6 @@ def test_the_expression_text_never_reaches_generated_code(lib):
 
 # -------------------------------------------------------------------------------- injected faults
 
-def faulty_somewhere(op_name: str, backend: str, edits: dict[str, str]):
-    """A registry copy whose `op_name` body for `backend` has each `old` text replaced by `new` (like
-    tests.faults.faulty_ops, where every edit must match every stage), and the set of edits that
-    matched some stage (a test asserts it is complete)."""
-    pattern = re.compile("|".join(re.escape(old) for old in edits))
-    real, matched = registry()[op_name], set()
-
-    class Faulty(type(real)):
-        def __getattribute__(self, name):
-            attr = super().__getattribute__(name)
-            if name != backend:
-                return attr
-
-            def broken(ctx):
-                lines = []
-                for line in attr(ctx):
-                    shown = ctx.show(line)
-                    matched.update(old for old in edits if old in shown)
-                    lines.append(ctx.hide(pattern.sub(lambda m: edits[m.group(0)], shown)))
-                return lines
-            return broken
-
-    return {**registry(), op_name: Faulty()}, matched
-
-
 FAULTS = {  # name -> (op, kernel, {backend: {text: replacement}}, stages expected bad)
     "gamma dropped": ("rmsnorm", "norms", {"triton": {"y = y * g[None, :]": "y = y"},
                                            "pypto": {"pl.col_expand_mul(": "pl.col_expand_add("}},
@@ -408,7 +384,8 @@ FAULTS = {  # name -> (op, kernel, {backend: {text: replacement}}, stages expect
 @pytest.mark.parametrize("fault", FAULTS)
 def test_injected_fault_is_caught_at_its_stages(fault, backend):
     op, kernel, edits, bad = FAULTS[fault]
-    ops, matched = faulty_somewhere(op, backend, edits[backend])
+    matched: set[str] = set()
+    ops = faulty_ops(op, backend, edits[backend], matched)
     report = builder.load(GENERAL, ops=ops)[kernel].verify(backend)
     assert matched == set(edits[backend]), f"edits that matched nothing: {set(edits[backend]) - matched}"
     assert not report.ok
