@@ -16,13 +16,7 @@ from builder.emit import naming
 
 def _oracle(chunk: str, clash: set[str], avoid: set[str]) -> str:
     """The previous implementation: Python's tokenizer, token by token (Python < 3.12 semantics)."""
-    fresh = {}
-    for old in sorted(clash):
-        new, n = f"{old}_", 1
-        while new in avoid or new in fresh.values():
-            n += 1
-            new = f"{old}_{n}"
-        fresh[old] = new
+    fresh = naming.fresh_names(clash, avoid)  # the same new names: the oracle checks where they go
     lines = chunk.split("\n")
     edits: dict[int, list[tuple[int, int, str]]] = {}
     tokens = list(tokenize.generate_tokens(io.StringIO(chunk).readline))

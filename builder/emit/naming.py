@@ -178,6 +178,18 @@ _FSTRING = re.compile(r"[A-Za-z]*[fF]")
 _KEYWORD = re.compile(r"[ \t]*=(?!=)")  # after a name inside brackets: a keyword argument, e.g. `mask=...`
 
 
+def fresh_names(clash: set[str], avoid: "set[str] | _Words") -> dict[str, str]:
+    """A new name for each clashing one: `name_`, else `name_2`, `name_3`... avoiding `avoid` and each other."""
+    fresh: dict[str, str] = {}
+    for old in sorted(clash):
+        new, n = f"{old}_", 1
+        while new in avoid or new in fresh.values():
+            n += 1
+            new = f"{old}_{n}"
+        fresh[old] = new
+    return fresh
+
+
 def _rename(chunk: str, clash: set[str], avoid: "set[str] | _Words") -> str:
     """Rename plain-name tokens in `clash` (not attributes, not keyword-argument names); `chunk` itself
     when none is found.
@@ -190,12 +202,7 @@ def _rename(chunk: str, clash: set[str], avoid: "set[str] | _Words") -> str:
 
     def renaming() -> dict[str, str]:  # the new names, chosen once something is to be renamed
         if not fresh:
-            for old in sorted(clash):
-                new, n = f"{old}_", 1
-                while new in avoid or new in fresh.values():
-                    n += 1
-                    new = f"{old}_{n}"
-                fresh[old] = new
+            fresh.update(fresh_names(clash, avoid))
         return fresh
 
     out, done, depth, code, pos = [], 0, 0, 0, 0  # `code`: where the text not yet counted for brackets starts
