@@ -405,12 +405,8 @@ class Elementwise(Op):
             else:  # one element: the view's lanes are the batch axis
                 tile = f"{view}[0:1, {_span('a', '1')}]"
                 shape = (bm_size == 1, bn_size == 1)
-            if t.dtype is DType.int8:  # no direct int8 -> fp32 conversion on a2a3; fp16 holds every int8
-                tile = f"pl.cast({tile}, target_type=pl.FP16)"
-            if t.dtype is not DType.fp32:
-                tile = f"pl.cast({tile}, target_type=pl.FP32)"
             name = c.local(f"in_{len(local)}")
-            lines.append(f"{name} = {tile}")
+            lines.append(f"{name} = {c.fp32(port, tile)}")
             lines += _expand(name, shape, bm, bm_size, bn, bn_size)
             local[port] = name
         result = _ssa(program, local, _Pl(c), lines)

@@ -121,7 +121,7 @@ class QuantRowwiseInt8(Op):
             lanes, scale_at = f"{j0} : {j0} + {width}", "[t : t + 1, g : g + 1]"
         tile = f"{c.src('x')}[t : t + 1, {lanes}]"
         return [
-            f"{x} = " + (tile if c.type("x").dtype is DType.fp32 else f"pl.cast({tile}, target_type=pl.FP32)"),
+            f"{x} = " + c.fp32("x", tile),
             f"{amax} = pl.maximum(pl.row_max(pl.abs({x})), pl.full([1, 1], dtype=pl.FP32, value={floor}))",
             f"{sq} = pl.div(pl.full([1, 1], dtype=pl.FP32, value=127.0), {amax})",
             f"{q} = pl.cast(pl.row_expand_mul({x}, {sq}), target_type=pl.INT32, mode=\"rint\")  # half to even",

@@ -223,11 +223,9 @@ class Rmsnorm(Op):
         bm = c.tile("rb")
         r0 = c.let("r0", f"rb * {c.stride('rb')}", "first row of this tile")
         sq, inv, k0 = (c.local(v) for v in ("sq", "inv", "k0"))
-        widen = c.type("x").dtype is not DType.fp32
 
         def chunk(start: str, end: str) -> str:
-            tile = f"{c.src('x')}[{r0} : {r0} + {bm}, {start} : {end}]"
-            return f"pl.cast({tile}, target_type=pl.FP32)" if widen else tile
+            return c.fp32("x", f"{c.src('x')}[{r0} : {r0} + {bm}, {start} : {end}]")
 
         def sum_step(start: str, end: str, kind: str) -> list[str]:
             xk = c.local("x" + kind)
@@ -238,9 +236,7 @@ class Rmsnorm(Op):
             xk, y = c.local("x" + kind), c.local("y" + kind)
             lines = [f"{xk} = {chunk(start, end)}", f"{y} = pl.row_expand_mul({xk}, {inv})"]
             if "gamma" in c.stage.inputs:
-                g = f"{c.src('gamma')}[0:1, {start} : {end}]"
-                if c.type("gamma").dtype is not DType.fp32:
-                    g = f"pl.cast({g}, target_type=pl.FP32)"
+                g = c.fp32("gamma", f"{c.src('gamma')}[0:1, {start} : {end}]")
                 lines.append(f"{y} = pl.col_expand_mul({y}, {g})")
             return lines + [f"{c.dst('y')}[{r0} : {r0} + {bm}, {start} : {end}] = {c.cast(y, 'y')}"]
 

@@ -20,6 +20,19 @@ ROTATIONS = {  # (real', imaginary'), each `a * b op c * d` over re, im and the 
 }
 
 
+def triton_rotation(c, sources: tuple[tuple[str, str], ...], targets: tuple[tuple[str, str], ...]) -> list[str]:
+    """Triton lines rotating a [h, k] tile of pairs by this token's angles (cos and sin rows read at pair k):
+    `sources` and `targets` are the real and imaginary parts' (port, offset) addresses."""
+    cols = c.dim("cos", 1)
+    rotated = [f"{a} * {b} {op} {x} * {y}" for a, b, op, x, y in ROTATIONS[c.p.direction]]
+    return ([f"{part} = " + c.load(f"{c.src(port)} + {at}", "h", "k") + ".to(tl.float32)"
+             for part, (port, at) in zip(("re", "im"), sources)]
+            + [f"{v} = " + c.load(f"{c.src(port)} + t * {cols} + k", "k") + ".to(tl.float32)[None, :]"
+               for v, port in (("c", "cos"), ("s", "sin"))]
+            + [c.store(f"{c.dst(port)} + {at}", c.cast_for(port, value), "h", "k")
+               for (port, at), value in zip(targets, rotated)])
+
+
 def golden_rope_apply(even, odd, cos, sin, *, direction, out_dtype):
     """Rotate pairs by the token's angle (inverse: times conj(c + i s)); fp32, then rounded."""
     import torch
@@ -78,31 +91,21 @@ class RopeApply(Op):
         return 6 * t * h * half
 
     def triton(self, c):
-        h, half, cols = c.dim("even", 1), c.dim("even", 2), c.dim("cos", 1)
-        new_re, new_im = (f"{a} * {b} {op} {x} * {y}" for a, b, op, x, y in ROTATIONS[c.p.direction])
+        h, half = c.dim("even", 1), c.dim("even", 2)
+        pairs = (("even", "pair"), ("odd", "pair"))
         return c.lanes("h", "hb") + c.span("k", c.type("even").shape[2], "HALF") + [
-            f"pair = (t * {h} + h)[:, None] * {half} + k[None, :]",
-            "re = " + c.load(f"{c.src('even')} + pair", "h", "k") + ".to(tl.float32)",
-            "im = " + c.load(f"{c.src('odd')} + pair", "h", "k") + ".to(tl.float32)",
-            "c = " + c.load(f"{c.src('cos')} + t * {cols} + k", "k") + ".to(tl.float32)[None, :]",
-            "s = " + c.load(f"{c.src('sin')} + t * {cols} + k", "k") + ".to(tl.float32)[None, :]",
-            c.store(f"{c.dst('even')} + pair", c.cast_for("even", new_re), "h", "k"),
-            c.store(f"{c.dst('odd')} + pair", c.cast_for("odd", new_im), "h", "k"),
-        ]
+            f"pair = (t * {h} + h)[:, None] * {half} + k[None, :]"] + triton_rotation(c, pairs, pairs)
 
     def pypto(self, c):
         half, bh = c.dim("even", 2), c.tile("hb")
         row = c.first_row()
         names = {v: c.local(v) for v in ("re", "im", "c", "s")}
 
-        def fp32(port: str, tile: str) -> str:  # PyPTO refuses a cast to the tile's own dtype
-            return tile if c.type(port).dtype is DType.fp32 else f"pl.cast({tile}, target_type=pl.FP32)"
-
         lines = [
-            f"{names['re']} = " + fp32("even", f"{c.src('even')}[{row} : {row} + {bh}, 0:{half}]"),
-            f"{names['im']} = " + fp32("odd", f"{c.src('odd')}[{row} : {row} + {bh}, 0:{half}]"),
-            f"{names['c']} = " + fp32("cos", f"{c.src('cos')}[t : t + 1, 0:{half}]"),
-            f"{names['s']} = " + fp32("sin", f"{c.src('sin')}[t : t + 1, 0:{half}]")]
+            f"{names['re']} = " + c.fp32("even", f"{c.src('even')}[{row} : {row} + {bh}, 0:{half}]"),
+            f"{names['im']} = " + c.fp32("odd", f"{c.src('odd')}[{row} : {row} + {bh}, 0:{half}]"),
+            f"{names['c']} = " + c.fp32("cos", f"{c.src('cos')}[t : t + 1, 0:{half}]"),
+            f"{names['s']} = " + c.fp32("sin", f"{c.src('sin')}[t : t + 1, 0:{half}]")]
         for port, (a, b, op, x, y) in zip(("even", "odd"), ROTATIONS[c.p.direction]):
             value = (f"pl.{'add' if op == '+' else 'sub'}(pl.col_expand_mul({names[a]}, {names[b]}), "
                      f"pl.col_expand_mul({names[x]}, {names[y]}))")

@@ -27,11 +27,8 @@ from builder import dtypes
 from builder.spec import DimExpr, DType, Int, Layout
 from builder.stage_api import Axis, Op, Params, StageError, TensorType, choose_tile, expect
 from stages import rope_layout
+from stages.rope_apply import triton_rotation
 
-ROTATIONS = {  # (real', imaginary') as `a * b op x * y` over re, im and the table values c, s
-    "forward": (("re", "c", "-", "im", "s"), ("re", "s", "+", "im", "c")),
-    "inverse": (("re", "c", "+", "im", "s"), ("im", "c", "-", "re", "s")),
-}
 # per direction, the sign of the partner's product in (real', imaginary') = x * c + partner * sign * s
 SIGNS = {"forward": (-1.0, 1.0), "inverse": (1.0, -1.0)}
 DEFAULT_ROWS = 8  # rows of one token per program
@@ -147,8 +144,6 @@ class Rotary(Op):
         d, rope, nope, half = self._sizes(c)
         layout = self.layout(c.type("x"), c.p)
         re_lane, im_lane = rope_layout.lane_exprs(layout, "k[None, :]", half)
-        cols = c.dim("cos", 1)
-        new_re, new_im = (f"{a} * {b} {op} {x} * {y}" for a, b, op, x, y in ROTATIONS[c.p.direction])
         x_type = c.type("x")
         half_dim = c.dims.dim(f"({c.p.rope}) // 2")
         lines = c.lanes("h", "hb") + c.span("d", x_type.shape[-1], "D") + c.span("k", half_dim, "HALF") + [
@@ -158,21 +153,14 @@ class Rotary(Op):
             c.store(f"{c.dst('y')} + row + d[None, :]", c.cast_for("y", "x"), "h", "d", mask="kept[None, :]"),
             f"re_at = row + {nope} + {re_lane}",
             f"im_at = row + {nope} + {im_lane}",
-            "re = " + c.load(f"{c.src('x')} + re_at", "h", "k") + ".to(tl.float32)",
-            "im = " + c.load(f"{c.src('x')} + im_at", "h", "k") + ".to(tl.float32)",
-            "c = " + c.load(f"{c.src('cos')} + t * {cols} + k", "k") + ".to(tl.float32)[None, :]",
-            "s = " + c.load(f"{c.src('sin')} + t * {cols} + k", "k") + ".to(tl.float32)[None, :]",
-            c.store(f"{c.dst('y')} + re_at", c.cast_for("y", new_re), "h", "k"),
-            c.store(f"{c.dst('y')} + im_at", c.cast_for("y", new_im), "h", "k"),
         ]
-        return lines
+        return lines + triton_rotation(c, (("x", "re_at"), ("x", "im_at")), (("y", "re_at"), ("y", "im_at")))
 
     def pypto(self, c):
         d, rope, nope, half = self._sizes(c)
         layout = self.layout(c.type("x"), c.p)
         bh, rows = c.tile("hb"), c.stride("hb")
         r0 = c.let("r0", f"t * {self._per_token(c)} + hb * {rows}", "first row of this tile")
-        widen = c.type("x").dtype is not DType.fp32
         names = {v: c.local(v) for v in ("lane", "part", "pair", "partner", "sign", "turned", "c", "s")}
         lane, part, pair, partner, sign = (names[v] for v in ("lane", "part", "pair", "partner", "sign"))
         # lane j of the rotary part: its pair k, its part (0 real, 1 imaginary) and its partner lane
@@ -201,13 +189,10 @@ class Rotary(Op):
                  (partner_index, [rows, rope], DType.int32)], setup)
 
         def tile(lo: str, hi: str) -> str:
-            code = f"{c.src('x')}[{r0} : {r0} + {bh}, {lo} : {hi}]"
-            return f"pl.cast({code}, target_type=pl.FP32)" if widen else code
+            return c.fp32("x", f"{c.src('x')}[{r0} : {r0} + {bh}, {lo} : {hi}]")
 
         def table(port: str) -> str:
-            row = f"{c.src(port)}[t : t + 1, 0:{half}]"
-            row = row if c.type(port).dtype is DType.fp32 else f"pl.cast({row}, target_type=pl.FP32)"
-            return f"pl.gather({row}, dim=-1, index={pair_index})"
+            return f"pl.gather({c.fp32(port, f'{c.src(port)}[t : t + 1, 0:{half}]')}, dim=-1, index={pair_index})"
 
         turned, cs, sn = names["turned"], names["c"], names["s"]
         kept = f"{c.src('x')}[{r0} : {r0} + {bh}, 0:{nope}]"

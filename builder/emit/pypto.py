@@ -166,6 +166,17 @@ class PyptoCtx(BodyCtx):
         if not _contains(self._setup, lines):
             self._setup += lines
 
+    def fp32(self, port: str, code: str) -> str:
+        """Input `port`'s tile `code` in fp32 for arithmetic: as it is when it already is (PyPTO refuses a
+        cast to a tile's own dtype); int8 through fp16, which holds every int8 (a2a3 has no direct int8 ->
+        fp32 conversion)."""
+        dtype = self.type(port).dtype
+        if dtype is DType.fp32:
+            return code
+        if dtype is DType.int8:
+            code = f"pl.cast({code}, target_type=pl.FP16)"
+        return f"pl.cast({code}, target_type=pl.FP32)"
+
     def cast(self, code: str, port: str) -> str:
         """fp32 tile -> the dtype of output `port`, rounding to nearest even like the golden."""
         dtype = self.stage.out_types[port].dtype
