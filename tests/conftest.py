@@ -18,6 +18,14 @@ def bundled_yaml() -> str:
     return spec_helpers.bundled_text()
 
 
+@pytest.fixture(scope="session")
+def lib():
+    """The bundled kernel library, loaded once per session (modules testing another file override it)."""
+    import builder
+
+    return builder.load("kernels.yaml")
+
+
 @pytest.fixture
 def yaml_diagnostics():
     """`yaml_diagnostics(text, file="kernels.yaml", ops=None)` -> every diagnostic loading `text` produces."""

@@ -21,11 +21,6 @@ ODD = Path(__file__).parent / "kernels" / "dsv4_pro_odd.yaml"
 
 
 @pytest.fixture(scope="module")
-def lib():
-    return builder.load("kernels.yaml")
-
-
-@pytest.fixture(scope="module")
 def odd():
     return builder.load(ODD)
 

@@ -9,7 +9,6 @@ import ast
 import pytest
 import torch
 
-import builder
 from builder import plsim
 from builder.verify import compare
 from tests import reference
@@ -35,11 +34,6 @@ CONTRACT = {
         "q": ([8, 128, 512], "bf16"), "kv": ([8, 512], "bf16"), "qr": ([8, 1536], "int8"),
         "qr_scale": ([8, 1], "fp32")},
 }
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return builder.load("kernels.yaml")
 
 
 def references(name: str, k, ins: dict, out: dict) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import builder
 from builder.verify import compare
 from tests import reference
 
@@ -14,11 +13,6 @@ KERNELS = {  # kernel -> (layout, compress ratio it models)
     "dsv4_sparse_attn_decode_window_only": "interleave",
     "dsv4_sparse_attn_decode_ratio128": "interleave",
 }
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return builder.load("kernels.yaml")
 
 
 def close(actual, expected):

@@ -21,11 +21,6 @@ PROJECTION_FAULTS = {  # name -> (op, {Triton text: replacement}, stage expected
 }
 
 
-@pytest.fixture(scope="module")
-def lib():
-    return builder.load("kernels.yaml")
-
-
 def test_stage_goldens_match_independent_math(lib):
     k = lib["dsv4_sparse_attn_decode"]
     ins = k.make_inputs(seed=5)

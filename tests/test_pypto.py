@@ -19,11 +19,6 @@ KERNELS = ["dsv4_sparse_attn_decode", "dsv4_sparse_attn_decode_split_half", "dsv
            "dsv4_sparse_attn_decode_ratio128", "dsv4_qkv_rope_forward"]
 
 
-@pytest.fixture(scope="module")
-def lib():
-    return builder.load("kernels.yaml")
-
-
 def functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:
     return {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
 

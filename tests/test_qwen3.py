@@ -19,11 +19,6 @@ ODD = Path(__file__).parent / "kernels" / "qwen3_odd.yaml"
 
 
 @pytest.fixture(scope="module")
-def lib():
-    return builder.load("kernels.yaml")
-
-
-@pytest.fixture(scope="module")
 def odd():
     return builder.load(ODD)
 

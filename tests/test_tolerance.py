@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import builder
 from builder import plsim
 from builder.comparators import judge
 from builder.golden import run_given
@@ -18,11 +17,6 @@ from tests import reference
 from tests.spec_helpers import diagnostics, edit, position
 
 GENERAL = Path(__file__).parent / "kernels" / "general_ops.yaml"
-
-
-@pytest.fixture(scope="module")
-def lib():
-    return builder.load("kernels.yaml")
 
 
 # ----------------------------------------------------------------------------------- the policies

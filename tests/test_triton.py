@@ -15,11 +15,6 @@ KERNELS = ["dsv4_sparse_attn_decode", "dsv4_sparse_attn_decode_split_half",
            "dsv4_sparse_attn_decode_window_only", "dsv4_sparse_attn_decode_ratio128"]
 
 
-@pytest.fixture(scope="module")
-def lib():
-    return builder.load("kernels.yaml")
-
-
 @pytest.mark.parametrize("name", KERNELS)
 def test_emitted_triton_matches_golden(lib, name):
     report = lib[name].verify("triton")
