@@ -6,6 +6,8 @@ its anchor is gone), so a test built on one cannot pass vacuously.
 """
 from __future__ import annotations
 
+import ast
+
 import os
 import re
 import subprocess
@@ -133,3 +135,15 @@ def parse_report(stderr: str, severity: str = "error") -> list[tuple[str, str, i
 
 def assert_no_traceback(proc) -> None:
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+
+
+def unread_names(node: ast.AST) -> set[str]:
+    """Names assigned under `node` (a generated function) that nothing under it reads: dead values."""
+    assigned = {t.id for n in ast.walk(node) if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    return assigned - {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def unread_constants(tree: ast.Module) -> set[str]:
+    """Module-level constants of a generated file that nothing in it reads."""
+    defined = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    return defined - {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}

@@ -20,7 +20,7 @@ from stages import registry
 from stages.elementwise import parse
 from tests import reference
 from tests.faults import faulty_ops
-from tests.spec_helpers import diagnostics, edit, position
+from tests.spec_helpers import diagnostics, edit, position, unread_constants, unread_names
 
 GENERAL = Path(__file__).parent / "kernels" / "general_ops.yaml"
 KERNELS = ["norms", "elementwise_ops", "broadcast_edges", "matmuls", "causal_masks", "qkv_like", "mtp_like",
@@ -75,13 +75,8 @@ def test_emitted_code_has_no_dead_values(lib):
         for backend in ("triton", "pypto"):
             tree = ast.parse(lib[name].emit(backend, "odd"))
             for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("golden")):
-                assigned = {t.id for n in ast.walk(fn) if isinstance(n, ast.Assign) for t in n.targets
-                            if isinstance(t, ast.Name)}
-                loaded = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-                assert assigned <= loaded, f"{name} {backend} {fn.name}: never read: {assigned - loaded}"
-            constants = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets}
-            used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-            assert constants <= used, f"{name} {backend}: constants never read: {constants - used}"
+                assert not unread_names(fn), f"{name} {backend} {fn.name}: never read: {unread_names(fn)}"
+            assert not unread_constants(tree), f"{name} {backend}: constants never read: {unread_constants(tree)}"
 
 
 # ----------------------------------------------------------------------------------- rmsnorm goldens

@@ -14,6 +14,7 @@ import builder
 from builder import plsim
 from builder.verify import describe
 from tests.faults import PYPTO_FAULTS, faulty_ops
+from tests.spec_helpers import unread_constants, unread_names
 
 KERNELS = ["dsv4_sparse_attn_decode", "dsv4_sparse_attn_decode_split_half", "dsv4_sparse_attn_decode_window_only",
            "dsv4_sparse_attn_decode_ratio128", "dsv4_qkv_rope_forward"]
@@ -55,14 +56,8 @@ def test_no_empty_loops_and_no_unused_values(lib):
         for node in ast.walk(tree):
             if isinstance(node, (ast.For, ast.While, ast.If, ast.With)):
                 assert not all(isinstance(s, ast.Pass) for s in node.body), ast.unparse(node)[:80]
-        kernel = functions(tree)[name]
-        assigned = {t.id for n in ast.walk(kernel) if isinstance(n, ast.Assign) for t in n.targets
-                    if isinstance(t, ast.Name)}
-        loaded = {n.id for n in ast.walk(kernel) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-        assert assigned <= loaded, f"{name}: values never read: {assigned - loaded}"
-        constants = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets}
-        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-        assert constants <= used, f"{name}: constants never read: {constants - used}"
+        assert not unread_names(functions(tree)[name]), f"{name}: values never read"
+        assert not unread_constants(tree), f"{name}: constants never read: {unread_constants(tree)}"
 
 
 def test_embedded_golden_and_harness_reproduce_the_builder(lib):
