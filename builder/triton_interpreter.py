@@ -15,6 +15,8 @@ code is untouched: the interpreter still runs exactly what a GPU would run.
 - Every op builds its result's `block_type` and `tensor` from scratch: shape unwrapping, power-of-two
   validation, a name string, a `constexpr` per dimension. For a shape seen before, those derived
   fields are the same values, so they are remembered (keyed by element type and shape).
+- Shapes are `tl.tuple`s, whose `==` builds an unwrapped copy of the other side on every call (each
+  binary op's broadcast check asks). For shapes of plain integers it is a comparison of two tuples.
 - A masked load gathers element by element in C++. For tiles of aligned elements numpy's gather over
   the same addresses (a view of the memory between the lowest and highest live address) reads the
   same bytes, several times faster; masked-off lanes take `other` as before. Stores scatter the same way.
@@ -147,16 +149,35 @@ def _remember_block_shapes() -> None:
     def tensor_init_(self, handle, type):
         if not type.is_block():
             return tensor_init(self, handle, type)
-        known = tensors.get(type.shape)
+        key = _ints(type.shape)  # a `tl.tuple` key would compare through its slow `__eq__` on every hit
+        known = tensors.get(key) if key is not None else None
         if known is None:
             tensor_init(self, handle, type)
-            tensors[type.shape] = (self.numel, self.shape)
+            if key is not None:
+                tensors[key] = (self.numel, self.shape)
             return
         self.handle, self.type, self.dtype = handle, type, type.scalar
         self.numel, self.shape = known
 
+    tuple_eq = core.tuple.__eq__
+
+    @functools.wraps(tuple_eq)
+    def shapes_equal(self, other):
+        mine = _ints(self)
+        theirs = _ints(other) if isinstance(other, (list, core.tuple)) else None
+        if mine is None or theirs is None:
+            return tuple_eq(self, other)
+        return core.constexpr(mine == theirs)  # what `tuple_eq` answers for plain integers, minus its unwrapping
+
     core.block_type.__init__ = block_type_init
     core.tensor.__init__ = tensor_init_
+    core.tuple.__eq__ = shapes_equal
+
+
+def _ints(shape) -> "tuple[int, ...] | None":
+    """The dims of a shape (`tl.tuple` or list) as a plain tuple, when every one is a plain int."""
+    values = shape.values if not isinstance(shape, list) else shape
+    return tuple(values) if all(type(d) is int for d in values) else None
 
 
 class _GatherWithNumpy:

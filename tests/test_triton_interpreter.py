@@ -158,3 +158,18 @@ def test_numpy_dtypes_are_remembered_and_still_right():
     remembered = triton_interpreter._remembered(lambda arg: calls.append(arg) or len(calls))
     assert [remembered("a"), remembered("a"), remembered("b")] == [1, 1, 2]
     assert remembered([1]) == 3 and remembered([1]) == 4  # unhashable: computed every time
+
+
+def test_shape_equality_answers_as_tritons_own():
+    from triton.language import core
+
+    fast = core.tuple.__eq__
+    assert fast is not getattr(fast, "__wrapped__", fast), "the fast path is installed"
+    shapes = [core.tuple([16, 32]), core.tuple([16, 32]), core.tuple([32, 16]), core.tuple([16]),
+              core.tuple([core.constexpr(16), 32])]
+    others = shapes + [[16, 32], [16, 31], [], [core.constexpr(16), core.constexpr(32)], (16, 32)]
+    for a in shapes:
+        for b in others:
+            assert bool(fast(a, b)) == bool(fast.__wrapped__(a, b)), (a, b)
+    tensors: dict = {core.tuple([16, 32]): 1}  # hashing is unchanged: equal shapes still meet in a dict
+    assert tensors.get(core.tuple([16, 32])) == 1
