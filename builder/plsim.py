@@ -5,8 +5,11 @@ It runs the emitted file's text as Python, with `import pypto.language as pl` bo
 and `pl.at` scopes are plain control flow, and each op follows its documented semantics (matmul
 accumulates in fp32, or int32 for int8; casts honour their rounding mode; row reductions keep a
 `[M, 1]` shape; no implicit dtype promotion). Anything outside the subset raises `Unsupported`;
-nothing is silently approximated. New buffers start as NaN (or a poison integer), so a region the
-program forgot to write shows up in the comparison.
+nothing is silently approximated. So do constructs of the subset that PyPTO's parser or its a2a3
+backend reject, each as the real compiler answered: plain Python calls in a kernel, `tile.expands`,
+int8 -> fp32 casts, a one-column `pl.arange`, and a tile name changing type across a `pl.range` loop.
+New buffers start as NaN (or a poison integer), so a region the program forgot to write shows up in
+the comparison.
 """
 from __future__ import annotations
 
@@ -419,23 +422,97 @@ def _cast(x: torch.Tensor, dtype, mode: str) -> torch.Tensor:
 
 # --- running an emitted program --------------------------------------------------------------------
 
-def _check_kernel_calls(source: str, filename: str) -> None:
+def _jit_functions(tree: ast.Module) -> list[ast.FunctionDef]:
+    return [fn for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef)
+            and any(ast.unparse(d).startswith("pl.jit") for d in fn.decorator_list)]
+
+
+def _check_kernel_calls(fn: ast.FunctionDef) -> None:
     """The `pl` parser reads a `@pl.jit` body as `pl` code: a call of a plain Python function there
     (`float(...)`, `int(...)`, `len(...)`) is rejected ("Unsupported function call"), so refuse it too."""
-    for fn in ast.walk(ast.parse(source, filename)):
-        if not isinstance(fn, ast.FunctionDef):
-            continue
-        if not any(ast.unparse(d).startswith("pl.jit") for d in fn.decorator_list):
-            continue
-        for node in ast.walk(fn):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                raise Unsupported(f"call of `{node.func.id}(...)` in the @pl.jit body of {fn.name} "
-                                  f"(line {node.lineno}): the pl parser accepts only pl.* calls there")
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            raise Unsupported(f"call of `{node.func.id}(...)` in the @pl.jit body of {fn.name} "
+                              f"(line {node.lineno}): the pl parser accepts only pl.* calls there")
+
+
+_BIND = "__pl_bind__"
+
+
+class _NoteBindings(ast.NodeTransformer):
+    """Each `x = v` (or `x, y = v`) of a `@pl.jit` function becomes `x = __pl_bind__(fn, ("x",), v, line,
+    in_range)`, `in_range` telling whether it lies in the body of a `pl.range` loop."""
+
+    def __init__(self, function: str):
+        self.function, self.ranges = function, 0
+
+    def visit_For(self, node: ast.For) -> ast.For:
+        sequential = ast.unparse(node.iter).startswith("pl.range(")
+        self.ranges += sequential
+        self.generic_visit(node)
+        self.ranges -= sequential
+        return node
+
+    def visit_Assign(self, node: ast.Assign) -> ast.Assign:
+        elements = node.targets[0].elts if isinstance(node.targets[0], ast.Tuple) else node.targets[:1]
+        if len(node.targets) != 1 or not all(isinstance(e, ast.Name) for e in elements):
+            return node  # a slice store (`y[...] = tile`): PlTensor checks it
+        names = tuple(e.id for e in elements)  # type: ignore[attr-defined]
+        node.value = ast.Call(ast.Name(_BIND, ast.Load()), [
+            ast.Constant(self.function), ast.Tuple([ast.Constant(n) for n in names], ast.Load()), node.value,
+            ast.Constant(node.lineno), ast.Constant(bool(self.ranges))], [])
+        return node
+
+
+@dataclasses.dataclass(frozen=True)
+class _Binding:
+    shape: tuple
+    dtype: Any
+    line: int
+
+    def describe(self) -> str:
+        return f"a {list(self.shape)} {_name(self.dtype)} tile (line {self.line})"
+
+
+class _LoopCarriedTypes:
+    """PyPTO's parser rejects `Cannot reassign 'x' with a different type` when a tile's name changes type
+    across a `pl.range` loop. A name first bound in a loop body keeps that type in the whole function;
+    a name bound before a loop keeps, in the loop body, the type it has as the loop starts. Any other
+    rebinding (straight-line code, after a loop, in another `pl.at` scope) may change it. Each case is
+    the real compiler's answer (tests/test_pypto.py); scalars are not modelled."""
+
+    def __init__(self):
+        self.current: dict[tuple[str, str], _Binding] = {}  # (function, name) -> its latest binding
+        self.locked: dict[tuple[str, str], _Binding] = {}  # -> its first binding, when in a loop body
+
+    def __call__(self, function: str, names: tuple, value, line: int, in_range: bool):
+        for name, v in zip(names, value if len(names) > 1 else (value,)):
+            if not isinstance(v, torch.Tensor):
+                continue
+            key, new = (function, name), _Binding(tuple(v.shape), v.dtype, line)
+            old, locked = self.current.get(key), self.locked.get(key)
+            if old is None and in_range:
+                self.locked[key] = locked = new
+            self.current[key] = new
+            if locked is not None and (locked.shape, locked.dtype) != (new.shape, new.dtype):
+                why = f"a pl.range loop first bound it as {locked.describe()}"
+            elif in_range and old is not None and (old.shape, old.dtype) != (new.shape, new.dtype):
+                why = f"it was {old.describe()} as the pl.range loop started"
+            else:
+                continue
+            raise Unsupported(f"`{name}` in {function} is rebound as {new.describe()}, but {why}: PyPTO rejects "
+                              "reassigning a loop-carried name with a different type")
+        return value
 
 
 def load(source: str, filename: str, on_scope=None) -> tuple[dict, PlLanguage]:
-    """Execute the program text with `pypto.language` bound to a fresh `PlLanguage`."""
-    _check_kernel_calls(source, filename)
+    """Execute the program text with `pypto.language` bound to a fresh `PlLanguage`, each `@pl.jit`
+    function checked as the `pl` parser checks it: only `pl` calls, and loop-carried names of one type."""
+    tree = ast.parse(source, filename)
+    for fn in _jit_functions(tree):
+        _check_kernel_calls(fn)
+        _NoteBindings(fn.name).visit(fn)
+    ast.fix_missing_locations(tree)
     pl = PlLanguage(on_scope)
     package = types.ModuleType("pypto")
     vars(package)["language"] = pl
@@ -445,9 +522,9 @@ def load(source: str, filename: str, on_scope=None) -> tuple[dict, PlLanguage]:
             return pl if fromlist else package
         return builtins.__import__(name, globals, locals, fromlist, level)
 
-    namespace: dict[str, Any] = {"__name__": "generated_pypto", "__file__": filename,
+    namespace: dict[str, Any] = {"__name__": "generated_pypto", "__file__": filename, _BIND: _LoopCarriedTypes(),
                                  "__builtins__": {**vars(builtins), "__import__": importer}}
-    exec(compile(source, filename, "exec"), namespace)
+    exec(compile(tree, filename, "exec"), namespace)
     return namespace, pl
 
 

@@ -4,6 +4,7 @@ injected fault is caught at the broken stage. The executor refuses constructs ou
 from __future__ import annotations
 
 import ast
+import re
 import sys
 import types
 
@@ -12,6 +13,7 @@ import torch
 
 import builder
 from builder import plsim
+from builder.runtime import run_emitted
 from builder.verify import describe
 from tests.faults import PYPTO_FAULTS, faulty_ops
 from tests.spec_helpers import unread_constants, unread_names
@@ -159,22 +161,74 @@ def test_executor_semantics_match_the_pl_documentation():
     assert torch.isnan(buffer).all()  # unwritten regions cannot pass a comparison
 
 
-def _assigned_names(code: str) -> set[str]:
-    return {t.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Assign)
-            for t in node.targets if isinstance(t, ast.Name)}
+REBIND = """
+import pypto.language as pl
+
+@pl.jit
+def k(x: pl.Tensor[[8, 32], pl.FP32], y: pl.Out[pl.Tensor[[8, 32], pl.FP32]]):
+{body}
+    return y
+"""
+SCOPE, SCOPE2 = ('    with pl.at(level=pl.Level.CORE_GROUP, name_hint="{}"):'.format(n) for n in ("s", "s2"))
+ROWS4 = "pl.slice(x, [4, 32], [0, 0])"
+ROWS2 = "pl.slice(x, [2, 32], [0, 0])"
+STORE = "y[0:2, :] = pl.slice(a, [2, 32], [0, 0])"
 
 
-def test_tiles_of_another_shape_get_names_of_their_own():
-    """The `pl` parser keeps one type per name in a whole function (PyPTO's compiler rejects `Cannot
-    reassign 'x' with a different type`): a stage's last, shorter step, a block's loop nest of partial
-    tiles and an attention tile padded to the cube's 16 rows each name their tiles apart."""
-    general = builder.load("tests/kernels/general_ops.yaml")
-    norms = _assigned_names(general["norms"].emit("pypto", "odd"))
-    assert {"plain_chunked_x", "plain_chunked_x_tail"} <= norms   # D = 72: a step of 64, then one of 8
-    split = _assigned_names(builder.load("tests/kernels/qwen3_odd.yaml")["paged_gqa_split"].emit("pypto"))
-    assert {"attn_acc_s", "attn_acc_s_last_db_hb"} <= split       # the combine's whole and partial tiles
+# Each program and PyPTO's answer: compiled with the real compiler (hw-native-sys/pypto e2d0f78ae,
+# `kernel.compile(x, y)`), which either built it or raised `Cannot reassign 'a' with a different type`.
+@pytest.mark.parametrize("lines, accepted", [
+    ([SCOPE, f"        a = {ROWS4}", f"        a = {ROWS2}", f"        {STORE}"], True),
+    ([SCOPE, f"        a = {ROWS4}", SCOPE2, f"        a = {ROWS2}", f"        {STORE}"], True),
+    ([SCOPE, f"        a = {ROWS4}", "        a = pl.cast(a, target_type=pl.BF16)",
+      "        y[0:4, :] = pl.cast(a, target_type=pl.FP32)"], True),
+    (["    a = pl.create_tensor([8, 32], dtype=pl.FP32)", "    a = pl.create_tensor([4, 32], dtype=pl.FP32)",
+      SCOPE, f"        y[0:4, :] = {ROWS4}"], True),
+    (["    for j in pl.parallel(2):", "    " + SCOPE, f"            a = {ROWS4}", "    for j in pl.parallel(2):",
+      "    " + SCOPE2, f"            a = {ROWS2}", f"            {STORE}"], True),
+    ([SCOPE, f"        a = {ROWS4}", "        for i in pl.range(2):", f"            a = {ROWS2}",
+      f"            {STORE}"], False),                          # rebound in a loop body
+    ([SCOPE, f"        a = {ROWS4}", SCOPE2, "        for i in pl.range(2):", f"            a = {ROWS2}",
+      f"            {STORE}"], False),                          # ... bound before it in another scope
+    (["    a = pl.create_tensor([8, 32], dtype=pl.FP32)", SCOPE, "        for i in pl.range(2):",
+      f"            a = {ROWS2}", f"            {STORE}"], False),  # ... bound in orchestration
+    ([SCOPE, "        for i in pl.range(2):", f"            a = {ROWS4}", f"        a = {ROWS2}",
+      f"        {STORE}"], False),                              # first bound in a loop body
+    ([SCOPE, "        for i in pl.range(2):", f"            a = {ROWS4}", SCOPE2, f"        a = {ROWS4}",
+      f"        a = {ROWS2}", f"        {STORE}"], False),      # ... which holds in every later scope
+    ([SCOPE, f"        a = {ROWS4}", "        for i in pl.range(2):", f"            a = {ROWS4}",
+      f"        a = {ROWS2}", f"        {STORE}"], True),       # after a loop that kept the type it had
+])
+def test_executor_holds_loop_carried_names_to_one_type_as_pyptos_parser_does(lines, accepted):
+    run = lambda: plsim.run(REBIND.format(body="\n".join(lines)), "<test>", "k", {"x": torch.ones(8, 32)},
+                            {"y": ([8, 32], torch.float32)})
+    if accepted:
+        run()
+    else:
+        with pytest.raises(plsim.Unsupported, match="rejects reassigning a loop-carried name with a different type"):
+            run()
+
+
+@pytest.mark.parametrize("file, kernel, sizes, suffix", [
+    ("tests/kernels/general_ops.yaml", "norms", "odd", "_tail"),   # D = 72: a step of 64 in a loop, then 8
+    ("tests/kernels/qwen3_odd.yaml", "paged_gqa_split", None, "_last_db_hb"),  # whole, then partial tiles
+])
+def test_tiles_of_another_shape_get_names_of_their_own(file, kernel, sizes, suffix):
+    """The names the emitter keeps apart are ones the real compiler needs apart: without the suffix, the
+    program is refused (PyPTO refused both: `Cannot reassign 'plain_chunked_x'` [8, 64] -> [8, 8] and
+    `'attn_acc_s'` [3, 16] -> [3, 8])."""
+    k = builder.load(file)[kernel]
+    code = k.emit("pypto", sizes)
+    assert suffix in code
+    merged = re.sub(rf"\b([a-z]\w*?){suffix}\b", r"\1", code)
+    tg = k.typed(sizes)[0]
+    with pytest.raises(plsim.Unsupported, match="loop-carried name"):
+        run_emitted(merged, "pypto", tg, k.make_inputs(0, sizes))
+
+
+def test_attention_query_tile_is_padded_to_the_cube_rows():
+    """Five query heads per KV head read as a 16-row slice whose valid rows are the real heads."""
     code = builder.load("kernels.yaml")["qwen3_14b_paged_attention"].emit("pypto", "full")
     q_tiles = {ast.unparse(node.value) for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Assign)
                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "attn_q"}
     assert q_tiles == {"pl.slice(query_2d, [16, HEAD_DIM], [attn_r0, 0], valid_shape=[ATTN_HB_TAIL, HEAD_DIM])"}
-    assert {"attn_m_pad", "attn_acc_pad", "attn_m", "attn_acc"} <= _assigned_names(code)
