@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import functools
 import os
+import re
 import textwrap
 
 from ..graph import PRIVATE, TypedGraph
@@ -242,8 +243,13 @@ def _split_top(text: str, sep: str) -> list[str]:
     return parts + [text[start:]]
 
 
+_PARENS = re.compile(r"[()]")
+
+
 def _wrap(line: str) -> list[str]:
     """One over-long statement (or `def` line) broken after its last top-level `(`, one argument per line."""
+    if len(line) <= WIDTH and "  # " not in line:  # an argument that fits (most of them): kept as it is
+        return [line.rstrip()]
     pad = line[: len(line) - len(line.lstrip())]
     code, _, comment = line.strip().partition("  # ")
     lines = [f"{pad}# {comment}"] if comment else []
@@ -252,10 +258,10 @@ def _wrap(line: str) -> list[str]:
     if len(pad) + len(code) + len(comma) <= WIDTH or not code.endswith(")"):
         return lines + [pad + code + comma]
     depth, open_at = 0, -1
-    for i in range(len(code) - 1, -1, -1):  # find the `(` matching the final `)`
-        depth += {")": 1, "(": -1}.get(code[i], 0)
+    for paren in _PARENS.finditer(code[::-1]):  # find the `(` matching the final `)`, visiting parentheses only
+        depth += 1 if paren.group() == ")" else -1
         if depth == 0:
-            open_at = i
+            open_at = len(code) - 1 - paren.start()
             break
     args = [a.strip() for a in _split_top(code[open_at + 1:-1], ",") if a.strip()]
     if open_at <= 0 or len(args) < 2:
