@@ -113,19 +113,18 @@ class FileContext:
 def wrap(text: str, width: int = WIDTH, initial_indent: str = "", subsequent_indent: str = "") -> list[str]:
     """`textwrap.wrap`, at a fraction of its cost for plain text (called once or twice per loop block):
     text of printable characters, single spaces and no hyphens is filled greedily word by word, which is
-    what textwrap does with it (tests/test_emit_common.py compares the two)."""
+    what textwrap does with it (tests/test_emit_common.py compares the two). Each line ends at the last
+    space that lets it fit, found by `rfind` rather than adding words one at a time."""
     words = text.split(" ")
     if (not text.isprintable() or "-" in text or "" in words
             or max(map(len, words)) > width - max(len(initial_indent), len(subsequent_indent))):
         return textwrap.wrap(text, width, initial_indent=initial_indent, subsequent_indent=subsequent_indent)
-    lines, line = [], initial_indent + words[0]
-    for word in words[1:]:
-        if len(line) + 1 + len(word) <= width:
-            line += " " + word
-        else:
-            lines.append(line)
-            line = subsequent_indent + word
-    return lines + [line]
+    lines, start, indent = [], 0, initial_indent
+    while len(indent) + len(text) - start > width:
+        end = text.rfind(" ", start, start + width - len(indent) + 1)  # found: the next word fits alone
+        lines.append(indent + text[start:end])
+        start, indent = end + 1, subsequent_indent
+    return lines + [indent + text[start:]]
 
 
 def _item(head: str, text: str) -> list[str]:
