@@ -167,7 +167,7 @@ def choose_tile(param: str, explicit: Optional[int], extent: Dim, preferred: int
     from .targets import FILL_BYTES, FILL_PROGRAMS
 
     top = max(next_pow2(extent.value), minimum)
-    fits = [1 << i for i in range(32) if minimum <= 1 << i <= top]
+    fits = [1 << i for i in range(min(32, top.bit_length())) if minimum <= 1 << i]  # 1 << i <= top
     if explicit is None:
         size = max(f for f in fits if f <= max(preferred, minimum))
         if fill is not None and fill[1] >= FILL_BYTES:
