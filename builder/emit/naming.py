@@ -23,6 +23,7 @@ from ..names import IDENTIFIER, RESERVED
 
 PLACEHOLDER = re.compile(r"__m(\d+)__")
 _WORD = re.compile(r"\b[A-Za-z_]\w*\b")
+_RUN = re.compile(r"\w+")  # _WORD's words, and numbers (which never equal a name): found faster
 
 
 # --- literals -------------------------------------------------------------------------------------
@@ -113,6 +114,10 @@ class NameTable:
             self.taken.add(n)
         return self._keys[key]
 
+    def claimed(self, key: object) -> str | None:
+        """Placeholder of `key` when claimed already (callers asking often skip making a preferred name)."""
+        return self._keys.get(key)
+
     def claim(self, key: object, preferred: str, *alternatives: str) -> str:
         """Placeholder of a derived name: `preferred`, else the first free alternative, else
         `preferred_2`, `_3`..."""
@@ -126,6 +131,11 @@ class NameTable:
         self.taken.add(candidate)
         self._keys[key] = self._new(candidate)
         return self._keys[key]
+
+    def text(self, literal: str) -> str:
+        """Placeholder of a string literal (a docstring) shown as it is: `resolve` then never scans it
+        for locals to rename (a block's docstring names the dims, which are allocated names)."""
+        return self._new(literal)
 
     def show(self, code: str) -> str:
         """`code` with every placeholder replaced by its final name."""
@@ -153,7 +163,7 @@ class NameTable:
         finals = {final[int(n)] for n in set(numbers)}
         plain = "".join(parts[0::2])
         # a block kernel's few names: a search each beats listing every word; a launcher reads every buffer
-        words = _Words(plain) if len(finals) <= 32 else set(_WORD.findall(plain))
+        words = _Words(plain) if len(finals) <= 32 else set(_RUN.findall(plain))
         clash = {name for name in finals if name in words}
         if clash:
             renamed = _rename(chunk, clash, avoid=_Words(plain, finals) if isinstance(words, _Words)

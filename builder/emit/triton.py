@@ -47,7 +47,8 @@ NOTE = ("Backend: Triton. Verified on the CPU under TRITON_INTERPRET=1; `build -
 
 def ptr(names: NameTable, ref: str) -> str:
     """Kernel argument of a tensor: `attn.o` -> `attn_o_ptr`."""
-    return names.claim(("ptr", ref), default_var(ref) + "_ptr")
+    key = ("ptr", ref)
+    return names.claimed(key) or names.claim(key, default_var(ref) + "_ptr")
 
 
 class TritonCtx(BodyCtx):
@@ -136,16 +137,18 @@ def block_refs(block: LoopBlock) -> list[str]:
 
 
 def _kernel_name(block: LoopBlock, file: FileContext) -> str:
-    return file.table.claim(("block", block.index), f"block{block.index}_{block.name}")
+    key = ("block", block.index)
+    return file.table.claimed(key) or file.table.claim(key, f"block{block.index}_{block.name}")
 
 
 def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: set[str]) -> str:
     ops = ", ".join(f"{s.id} ({s.op.name})" for s in block.stages)
     lines = ["@triton.jit",
              f"def {_kernel_name(block, file)}({', '.join(ptr(file.table, r) for r in block_refs(block))}):"]
-    lines += [f'    """Loop block {block.index}: {ops}.', ""]
-    lines += wrap(naming.docstring_text(f"One program per point of: {block.describe_domain()}."), WIDTH,
-                  initial_indent="    ", subsequent_indent="    ") + ['    """']
+    doc = [f'"""Loop block {block.index}: {ops}.', ""]
+    doc += wrap(naming.docstring_text(f"One program per point of: {block.describe_domain()}."), WIDTH,
+                initial_indent="    ", subsequent_indent="    ") + ['    """']
+    lines.append("    " + file.table.text("\n".join(doc)))
     file.add_tile_constants(block, "program")
     lead = len(block.domain) - 2 if len(block.domain) > 3 else 1  # a grid has 3 axes: fold the leading ones
     if lead > 1:
