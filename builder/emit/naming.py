@@ -99,10 +99,14 @@ class NameTable:
         self.taken: set[str] = set(RESERVED) | set(taken)  # every name the file defines or reads
         self._keys: dict[object, str] = {}
         self._placeholders: dict[str, int] = {}  # placeholder -> its index in `final`
+        self._numbered: dict[str, str] = {}  # a placeholder's number, as text -> its final name
+        self._final_of = self._numbered.__getitem__  # mapped over a split's numbers: no Python loop per name
 
     def _new(self, final: str) -> str:
         self.final.append(final)
-        placeholder = f"__m{len(self.final) - 1}__"
+        number = str(len(self.final) - 1)
+        self._numbered[number] = final
+        placeholder = f"__m{number}__"
         self._placeholders[placeholder] = len(self.final) - 1
         return placeholder
 
@@ -142,8 +146,7 @@ class NameTable:
         if code in self._placeholders:  # one name alone (interfaces ask for each argument)
             return self.final[self._placeholders[code]]
         parts = PLACEHOLDER.split(code)  # text, number, text, ...: no Python call per placeholder
-        final = self.final
-        parts[1::2] = [final[int(n)] for n in parts[1::2]]
+        parts[1::2] = map(self._final_of, parts[1::2])
         return "".join(parts)
 
     def hide(self, code: str) -> str:
@@ -153,14 +156,14 @@ class NameTable:
 
     def used(self, code: str) -> set[str]:
         """Final names of the placeholders in `code`."""
-        return {self.final[int(i)] for i in set(PLACEHOLDER.findall(code))}
+        return set(map(self._final_of, set(PLACEHOLDER.findall(code))))
 
     def resolve(self, chunk: str) -> str:
         """Final code of one function (or statement group): plain locals that equal the final name of a
         placeholder in it are renamed first, then placeholders are replaced."""
         parts = PLACEHOLDER.split(chunk)  # text, number, text...: one pass serves every step below
-        numbers, final = parts[1::2], self.final
-        finals = {final[int(n)] for n in set(numbers)}
+        numbers = parts[1::2]
+        finals = set(map(self._final_of, set(numbers)))
         plain = "".join(parts[0::2])
         # a block kernel's few names: a search each beats listing every word; a launcher reads every buffer
         words = _Words(plain) if len(finals) <= 32 else set(_RUN.findall(plain))
@@ -170,7 +173,7 @@ class NameTable:
                               else finals | words)
             if renamed is not chunk:  # else the clashing word was only in a docstring or comment
                 return self.show(renamed)
-        parts[1::2] = [final[int(n)] for n in numbers]
+        parts[1::2] = map(self._final_of, numbers)
         return "".join(parts)
 
     def expr_code(self, text) -> str:
