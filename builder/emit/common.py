@@ -91,17 +91,17 @@ class FileContext:
             if axis.tile != 1:
                 self.tile(block, axis, per)
 
-    def dim_constants(self, code: str) -> list[tuple[str, int | float, str]]:
-        """(name, value, expression) of each kernel dim `code` uses, free dims first, then derived."""
-        used = self.table.used(code)
+    def dim_constants(self) -> list[tuple[str, int | float, str]]:
+        """(name, value, expression) of each kernel dim the resolved code uses, free dims first, then derived."""
+        used = self.table.used()
         free = [(n, self.tg.dims[n], "") for n in self.tg.spec.sizes[self.tg.dims.size_set] if n in used]
         derived = [(n, self.tg.dims[n], str(self.tg.spec.dims[n])) for n in self.tg.spec.dims if n in used]
         return free + derived
 
-    def constant_lines(self, code: str, define) -> tuple[list[str], list[str], list[tuple[str, str, object]]]:
-        """Definitions of the dims and of the constants `code` uses (`define(name, value)` -> code), and
-        the (name, meaning, value) list the docstring shows."""
-        dims = self.dim_constants(code)
+    def constant_lines(self, define) -> tuple[list[str], list[str], list[tuple[str, str, object]]]:
+        """Definitions of the dims the resolved code uses and of the constants (`define(name, value)` ->
+        code), and the (name, meaning, value) list the docstring shows."""
+        dims = self.dim_constants()
         consts = [(self.table.show(ph), v, c) for ph, (v, c) in self.constants.items()]
 
         def lines(items) -> list[str]:

@@ -101,6 +101,7 @@ class NameTable:
         self._placeholders: dict[str, int] = {}  # placeholder -> its index in `final`
         self._numbered: dict[str, str] = {}  # a placeholder's number, as text -> its final name
         self._final_of = self._numbered.__getitem__  # mapped over a split's numbers: no Python loop per name
+        self._resolved: set[str] = set()  # numbers of the placeholders `resolve` has replaced
 
     def _new(self, final: str) -> str:
         self.final.append(final)
@@ -154,16 +155,19 @@ class NameTable:
         by_name = {final: f"__m{i}__" for i, final in enumerate(self.final)}
         return _WORD.sub(lambda m: by_name.get(m.group(0), m.group(0)), code)
 
-    def used(self, code: str) -> set[str]:
-        """Final names of the placeholders in `code`."""
-        return set(map(self._final_of, set(PLACEHOLDER.findall(code))))
+    def used(self) -> set[str]:
+        """Final names of the placeholders in the code resolved so far (recorded by `resolve`, which
+        splits every function anyway: a search of the whole file again cost more)."""
+        return set(map(self._final_of, self._resolved))
 
     def resolve(self, chunk: str) -> str:
         """Final code of one function (or statement group): plain locals that equal the final name of a
         placeholder in it are renamed first, then placeholders are replaced."""
         parts = PLACEHOLDER.split(chunk)  # text, number, text...: one pass serves every step below
         numbers = parts[1::2]
-        finals = set(map(self._final_of, set(numbers)))
+        distinct = set(numbers)
+        self._resolved |= distinct
+        finals = set(map(self._final_of, distinct))
         plain = "".join(parts[0::2])
         # a block kernel's few names: a search each beats listing every word; a launcher reads every buffer
         words = _Words(plain) if len(finals) <= 32 else set(_RUN.findall(plain))

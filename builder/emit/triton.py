@@ -259,10 +259,8 @@ def emit_with_interfaces(tg: TypedGraph, sched: Schedule) -> tuple[str, list[Blo
                                  tuple((file.table.show(ptr(file.table, r)), r) for r in block_refs(b)))
                   for b in sched.blocks]
     chunks += [_expected_inputs(tg, file), _input_check(), _launcher(tg, sched, file)]
-    helper_code = [HELPERS[h] for h in sorted(helpers)]
-    dim_lines, const_lines, shown = file.constant_lines("\n".join(chunks),
-                                                        lambda n, v: f"tl.constexpr({naming.literal(v)})")
+    body = [HELPERS[h] for h in sorted(helpers)] + [file.table.resolve(c) for c in chunks]  # first: dims used
+    dim_lines, const_lines, shown = file.constant_lines(lambda n, v: f"tl.constexpr({naming.literal(v)})")
     head = [header(tg, NAME), docstring(tg, sched, shown, NOTE),
             "import torch\nimport triton\nimport triton.language as tl", "\n".join(dim_lines + const_lines)]
-    body = helper_code + [file.table.resolve(c) for c in chunks]
     return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n"), interfaces
