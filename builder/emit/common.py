@@ -73,12 +73,20 @@ class FileContext:
         self.constants.setdefault(ph, (value, comment))
         return ph
 
+    def _defined(self, key: tuple, value: object) -> str | None:
+        """Constant `key` when `const` defined it as `value` already (asked again by each use: its name and
+        comment need not be spelled again)."""
+        ph = self.table.claimed(("const",) + key)
+        return ph if ph is not None and self.constants[ph][0] == value else None
+
     def tile(self, block, axis, per: str = "program") -> str:
         """Constant holding the tile size of the block's domain axis."""
+        key = ("tile", block.stages[0].id, axis.var)
+        if found := self._defined(key, axis.tile):
+            return found
         preferred = f"{block.stages[0].id.upper()}_{axis.var.upper()}_TILE"
         default = f", {axis.source.param} default" if axis.source and axis.source.defaulted else ""
-        return self.const(("tile", block.stages[0].id, axis.var), preferred, axis.tile,
-                          f"{axis.extent.text} tile per {per}{default}")
+        return self.const(key, preferred, axis.tile, f"{axis.extent.text} tile per {per}{default}")
 
     def tail(self, block, axis) -> str:
         """Constant holding the size of the block's last, partial tile of `axis`."""
