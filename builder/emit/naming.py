@@ -24,6 +24,7 @@ from ..names import IDENTIFIER, RESERVED
 PLACEHOLDER = re.compile(r"__m(\d+)__")
 _WORD = re.compile(r"\b[A-Za-z_]\w*\b")
 _RUN = re.compile(r"\w+")  # _WORD's words, and numbers (which never equal a name): found faster
+_NOT_WORD = {i: " " for i in range(128) if not (chr(i).isalnum() or chr(i) == "_")}  # ASCII that `\w` skips
 
 
 # --- literals -------------------------------------------------------------------------------------
@@ -170,7 +171,7 @@ class NameTable:
         finals = set(map(self._final_of, distinct))
         plain = "".join(parts[0::2])
         # a block kernel's few names: a search each beats listing every word; a launcher reads every buffer
-        words = _Words(plain) if len(finals) <= 32 else set(_RUN.findall(plain))
+        words = _Words(plain) if len(finals) <= 32 else _word_set(plain)
         clash = {name for name in finals if name in words}
         if clash:
             renamed = _rename(chunk, clash, avoid=_Words(plain, finals) if isinstance(words, _Words)
@@ -279,6 +280,12 @@ def _brackets(chunk: str, start: int, end: int) -> int:
 
 def _word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_"  # what `\w` matches
+
+
+def _word_set(text: str) -> set[str]:
+    """The runs of word characters in `text` (what `_RUN` finds): in ASCII text, by turning every other
+    character into a space and splitting, several times faster than the regular expression."""
+    return set(text.translate(_NOT_WORD).split()) if text.isascii() else set(_RUN.findall(text))
 
 
 class _Words:
