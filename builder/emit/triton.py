@@ -116,12 +116,19 @@ class TritonCtx(BodyCtx):
 
     def load(self, address: str, *index: str, other: str = "0.0", mask: Optional[str] = None) -> str:
         """`tl.load` of a tile indexed by `index`, masked where lanes pass the extents (and by `mask`)."""
-        masks = " & ".join(m for m in (self.mask(*index), mask) if m)
+        masks = self._masks(index, mask)
         return f"tl.load({address}, mask={masks}, other={other})" if masks else f"tl.load({address})"
 
     def store(self, address: str, value: str, *index: str, mask: Optional[str] = None) -> str:
-        masks = " & ".join(m for m in (self.mask(*index), mask) if m)
+        masks = self._masks(index, mask)
         return f"tl.store({address}, {value}, mask={masks})" if masks else f"tl.store({address}, {value})"
+
+    def _masks(self, index: tuple[str, ...], mask: Optional[str]) -> str:
+        """The lane masks of a tile indexed by `index` and `mask`, joined by `&`; empty when none applies
+        (found without building any text in the usual case, every lane real)."""
+        if mask is None and self._masked.isdisjoint(index):
+            return ""
+        return " & ".join(m for m in (self.mask(*index), mask) if m)
 
     def cast_for(self, port: str, code: str) -> str:
         """Code converting an fp32 tile to the dtype stored at output `port`."""
