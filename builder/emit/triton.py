@@ -255,19 +255,25 @@ class BlockInterface:
 
 
 def emit(tg: TypedGraph, sched: Schedule) -> str:
-    return emit_with_interfaces(tg, sched)[0]
+    return _module(tg, sched)[0]
 
 
 def emit_with_interfaces(tg: TypedGraph, sched: Schedule) -> tuple[str, list[BlockInterface]]:
-    """The module's source, and the interface of each of its block kernels."""
+    """The module's source, and the interface of each of its block kernels (their names, claimed while
+    the module was written, read back)."""
+    source, file = _module(tg, sched)
+    return source, [BlockInterface(b.index, file.table.show(_kernel_name(b, file)),
+                                   tuple((file.table.show(ptr(file.table, r)), r) for r in block_refs(b)))
+                    for b in sched.blocks]
+
+
+def _module(tg: TypedGraph, sched: Schedule) -> tuple[str, FileContext]:
+    """The module's source, and the names it was written with."""
     file, helpers = FileContext(tg), set[str]()
     chunks = [_block_kernel(b, tg, file, helpers) for b in sched.blocks]
-    interfaces = [BlockInterface(b.index, file.table.show(_kernel_name(b, file)),
-                                 tuple((file.table.show(ptr(file.table, r)), r) for r in block_refs(b)))
-                  for b in sched.blocks]
     chunks += [_expected_inputs(tg, file), _input_check(), _launcher(tg, sched, file)]
     body = [HELPERS[h] for h in sorted(helpers)] + [file.table.resolve(c) for c in chunks]  # first: dims used
     dim_lines, const_lines, shown = file.constant_lines(lambda n, v: f"tl.constexpr({naming.literal(v)})")
     head = [header(tg, NAME), docstring(tg, sched, shown, NOTE),
             "import torch\nimport triton\nimport triton.language as tl", "\n".join(dim_lines + const_lines)]
-    return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n"), interfaces
+    return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n"), file
