@@ -227,7 +227,7 @@ def indent(lines: list[str], n: int) -> list[str]:
 
 def _split_top(text: str, sep: str) -> list[str]:
     """Split at `sep` characters outside brackets and strings."""
-    if not any(ch in text for ch in "([{\"'"):  # a plain argument list (a launch of a block kernel)
+    if _OPENING.search(text) is None:  # a plain argument list (a launch of a block kernel)
         return text.split(sep)
     parts, depth, quote, start, escaped = [], 0, "", 0, False
     for i, ch in enumerate(text):
@@ -251,6 +251,7 @@ def _split_top(text: str, sep: str) -> list[str]:
 
 
 _PARENS = re.compile(r"[()]")
+_OPENING = re.compile(r"[(\[{\"']")  # what opens a bracket or a string
 
 
 def _wrap(line: str) -> list[str]:
@@ -264,12 +265,14 @@ def _wrap(line: str) -> list[str]:
     code = code[:-1] if comma else code
     if len(pad) + len(code) + len(comma) <= WIDTH or not code.endswith(")"):
         return lines + [pad + code + comma]
-    depth, open_at = 0, -1
-    for paren in _PARENS.finditer(code[::-1]):  # find the `(` matching the final `)`, visiting parentheses only
-        depth += 1 if paren.group() == ")" else -1
-        if depth == 0:
-            open_at = len(code) - 1 - paren.start()
-            break
+    open_at = code.rfind("(")  # the `(` matching the final `)` when no `)` comes between them
+    if ")" in code[open_at + 1:-1]:
+        depth, open_at = 0, -1
+        for paren in _PARENS.finditer(code[::-1]):  # else the matching one, visiting parentheses only
+            depth += 1 if paren.group() == ")" else -1
+            if depth == 0:
+                open_at = len(code) - 1 - paren.start()
+                break
     args = [a.strip() for a in _split_top(code[open_at + 1:-1], ",") if a.strip()]
     if open_at <= 0 or len(args) < 2:
         return lines + [pad + code + comma]
