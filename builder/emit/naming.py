@@ -170,12 +170,15 @@ class NameTable:
         self._resolved |= distinct
         finals = set(map(self._final_of, distinct))
         plain = "".join(parts[0::2])
-        # a block kernel's few names: a search each beats listing every word; a launcher reads every buffer
-        words = _Words(plain) if len(finals) <= 32 else _word_set(plain)
-        clash = {name for name in finals if name in words}
+        # a block kernel's few names: a search each (most are not even substrings) beats listing every word;
+        # a launcher reads every buffer
+        words = None if len(finals) <= 32 else _word_set(plain)
+        if words is None:
+            clash = {name for name in finals if name in plain and _has_word(plain, name)}
+        else:
+            clash = finals & words
         if clash:
-            renamed = _rename(chunk, clash, avoid=_Words(plain, finals) if isinstance(words, _Words)
-                              else finals | words)
+            renamed = _rename(chunk, clash, avoid=_Words(plain, finals) if words is None else finals | words)
             if renamed is not chunk:  # else the clashing word was only in a docstring or comment
                 return self.show(renamed)
         parts[1::2] = map(self._final_of, numbers)
