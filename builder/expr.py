@@ -86,30 +86,34 @@ def evaluate(text: str | int | float, env: Mapping[str, int | float]) -> int | f
     if missing:
         raise ExprError("undefined-dim", f"`{text}` uses undefined dim(s) {', '.join(missing)}", missing)
 
-    def ev(node: ast.expr):
-        if isinstance(node, ast.Constant):
-            return _checked(node.value, text)
-        if isinstance(node, ast.Name):
-            return env[node.id]
-        if isinstance(node, ast.UnaryOp):
-            return -ev(node.operand) if isinstance(node.op, ast.USub) else ev(node.operand)
-        if isinstance(node, ast.Call):
-            assert isinstance(node.func, ast.Name)  # _parse admits calls of min and max only
-            return _FUNCS[node.func.id](*(ev(a) for a in node.args))
-        assert isinstance(node, ast.BinOp)  # _parse admits nothing else
-        left, right = ev(node.left), ev(node.right)
-        if isinstance(node.op, ast.Pow) and (abs(right) > MAX_EXPONENT or isinstance(node.left, ast.BinOp)
-                                             and isinstance(node.left.op, ast.Pow)):
-            raise ExprError("expr-too-complex", f"`{text}`: exponents are limited to {MAX_EXPONENT} and "
-                                                "cannot be stacked")
-        try:
-            return _checked(_BINOPS[type(node.op)](left, right), text)
-        except ZeroDivisionError:
-            raise ExprError("bad-expr", f"`{text}` divides by zero") from None
-        except OverflowError:
-            raise ExprError("expr-too-complex", f"`{text}` overflows") from None
+    return _value(tree, text, env)
 
-    return ev(tree)
+
+def _value(node: ast.expr, text: str, env: Mapping[str, int | float]) -> int | float:
+    """The value of a node of `text`'s (checked) tree. A module function, not a closure of `evaluate`:
+    a recursive closure refers to itself, and each call would leave a reference cycle to collect."""
+    if isinstance(node, ast.Constant):
+        return _checked(node.value, text)
+    if isinstance(node, ast.Name):
+        return env[node.id]
+    if isinstance(node, ast.UnaryOp):
+        value = _value(node.operand, text, env)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.Call):
+        assert isinstance(node.func, ast.Name)  # _parse admits calls of min and max only
+        return _FUNCS[node.func.id](*(_value(a, text, env) for a in node.args))
+    assert isinstance(node, ast.BinOp)  # _parse admits nothing else
+    left, right = _value(node.left, text, env), _value(node.right, text, env)
+    if isinstance(node.op, ast.Pow) and (abs(right) > MAX_EXPONENT or isinstance(node.left, ast.BinOp)
+                                         and isinstance(node.left.op, ast.Pow)):
+        raise ExprError("expr-too-complex", f"`{text}`: exponents are limited to {MAX_EXPONENT} and "
+                                            "cannot be stacked")
+    try:
+        return _checked(_BINOPS[type(node.op)](left, right), text)
+    except ZeroDivisionError:
+        raise ExprError("bad-expr", f"`{text}` divides by zero") from None
+    except OverflowError:
+        raise ExprError("expr-too-complex", f"`{text}` overflows") from None
 
 
 def _checked(value, text: str):

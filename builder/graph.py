@@ -157,7 +157,8 @@ class _GraphBuilder:
         self.outputs: dict[str, str] = {}
         self.available: dict[str, TensorType] = {}      # every tensor reference typed so far
         self.stages: dict[str, Stage] = {}
-        self.topo: list[str] = []                       # nodes in topological order, once acyclic
+        self.topo: list[str] = []                       # stage ids in topological order, once acyclic
+        self.forward = True                             # every stage reads only stages above it in the file
 
     def build(self, size_set: str, max_bytes: int) -> TypedGraph | None:
         errors_before = self.sink.error_count
@@ -228,6 +229,7 @@ class _GraphBuilder:
         self.producers = {f"{sid}.{port}": sid for sid, (op, _) in self.parsed.items() for port in op.outputs}
 
     def wire_stages(self) -> None:
+        above: set[str] = set()
         for sid, (op, _) in self.parsed.items():
             st, ports = self.spec.stages[sid], self.ports[sid]
             for port in ports:
@@ -243,12 +245,14 @@ class _GraphBuilder:
                     self.g.add_edge(f"input:{ref}", f"stage:{sid}", ref=ref, port=port)
                 elif ref in self.producers:
                     self.g.add_edge(f"stage:{self.producers[ref]}", f"stage:{sid}", ref=ref, port=port)
+                    self.forward = self.forward and self.producers[ref] in above
                 elif not _from_broken(ref, self.broken, self.spec, self.ops):  # else: it has its own error
                     self.sink.error("unknown-ref", f"stage `{sid}` input `{port}` reads `{ref}`, which no kernel "
                                                    "input or stage output provides",
                                     self.where(("stages", sid, "in", port), False),
                                     did_you_mean(ref, list(self.input_types) + list(self.producers))
                                     or "write a kernel input name or `stage_id.output_port`")
+            above.add(sid)
 
     def wire_outputs(self) -> None:
         for name, out in self.spec.outputs.items():
@@ -274,11 +278,16 @@ class _GraphBuilder:
     def report_cycle(self) -> bool:
         """Report a dependency cycle at the reference that reads "backwards" in file order (the one
         that closes the loop); True when there is one. The topological order is kept for inference:
-        one sort serves both, and the (slower) cycle search runs only when the sort fails."""
+        one sort serves both, and the (slower) cycle search runs only when the sort fails. When every stage
+        reads only stages above it, there is no cycle and the sort's order of stages is the file's."""
+        if self.forward:
+            self.topo = list(self.parsed)
+            return False
         order = {sid: i for i, sid in enumerate(self.spec.stages)}
         try:
-            self.topo = list(nx.lexicographical_topological_sort(
-                self.g, key=lambda n: (order.get(n.split(":", 1)[1], -1) if n.startswith("stage:") else -1, n)))
+            nodes = nx.lexicographical_topological_sort(
+                self.g, key=lambda n: (order.get(n.split(":", 1)[1], -1) if n.startswith("stage:") else -1, n))
+            self.topo = [n.split(":", 1)[1] for n in nodes if n.startswith("stage:")]
             return False
         except nx.NetworkXUnfeasible:
             cycle = nx.find_cycle(self.g)
@@ -296,9 +305,8 @@ class _GraphBuilder:
 
     def infer_stages(self, dims: Dims) -> None:
         """Each stage's shape rule and tiles, in topological order (ties broken by YAML order)."""
-        for node in self.topo:
-            if node.startswith("stage:"):
-                self.infer_stage(node.split(":", 1)[1], dims)
+        for sid in self.topo:
+            self.infer_stage(sid, dims)
 
     def infer_stage(self, sid: str, dims: Dims) -> None:
         op, params = self.parsed[sid]

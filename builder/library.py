@@ -17,7 +17,7 @@ from .graph import TypedGraph, build_graph
 from .schedule import Schedule, make_schedule
 from .spec import KernelSpec
 from .specload import load_kernels
-from .yamlsource import MAX_FILE_BYTES, parse, read_text
+from .yamlsource import MAX_FILE_BYTES, Source, parse, read_text
 
 
 class Kernel:
@@ -122,6 +122,12 @@ def _type_check(spec: KernelSpec, where: Callable, ops: Mapping, sink: Diagnosti
     return typed
 
 
+def _kernels(src: Source, sink: DiagnosticSink, ops: Mapping, max_bytes: int) -> dict[str, Kernel]:
+    """Every kernel of a parsed file, type-checked and scheduled at every size set."""
+    return {spec.name: Kernel(spec, _type_check(spec, where, ops, sink, max_bytes))
+            for spec, where in load_kernels(src, sink)}
+
+
 DEFAULT_MAX_BYTES = 8 * 2**30
 
 
@@ -158,11 +164,8 @@ def load(path: str | Path = "kernels.yaml", text: Optional[str] = None, ops: Opt
         raise SpecError([Diagnostic("file-too-large", f"the text is longer than {MAX_FILE_BYTES} characters",
                                     Location(path, 1, 1), "split the library into several files")])
     sink = DiagnosticSink()
-    kernels = {}
-    with gc_paused():
-        src = parse(text, path)
-        for spec, where in load_kernels(src, sink):
-            kernels[spec.name] = Kernel(spec, _type_check(spec, where, ops, sink, max_bytes))
+    with gc_paused():  # the parsed file's locations die with `_kernels`' frame: the collector never walks them
+        kernels = _kernels(parse(text, path), sink, ops, max_bytes)
     unique = {(d.rule, d.loc, d.message): d for d in sink.items}
     errors = [d for d in unique.values() if d.severity == "error"]
     if errors:

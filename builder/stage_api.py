@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from . import dtypes, expr
 from .spec import DType, Layout
+from .targets import FILL_BYTES, FILL_PROGRAMS  # here, not per call: importing cost more than choose_tile
 
 if TYPE_CHECKING:  # torch only when running goldens
     import torch
@@ -164,10 +165,8 @@ def choose_tile(param: str, explicit: Optional[int], extent: Dim, preferred: int
     that fit; the default when `explicit` is None. `fill`: (programs along the other axes, bytes the
     stage moves) — a stage moving FILL_BYTES or more gets a default small enough (down to `minimum`)
     for its grid to fill the largest GPU (builder/targets.py)."""
-    from .targets import FILL_BYTES, FILL_PROGRAMS
-
     top = max(next_pow2(extent.value), minimum)
-    fits = [1 << i for i in range(32) if minimum <= 1 << i <= top]
+    fits = [1 << i for i in range(min(32, top.bit_length())) if minimum <= 1 << i]  # 1 << i <= top
     if explicit is None:
         size = max(f for f in fits if f <= max(preferred, minimum))
         if fill is not None and fill[1] >= FILL_BYTES:
@@ -189,8 +188,6 @@ def choose_split(param: str, explicit: Optional[int], extent: Dim, step: int, pr
     by default one piece unless the stage moves FILL_BYTES or more and its `programs` cannot fill the
     largest GPU, then the fewest pieces (a power of two) that can. The Tile's size is the elements one
     piece covers (a multiple of `step`); its `pieces` may come out below the count asked for."""
-    from .targets import FILL_BYTES, FILL_PROGRAMS
-
     steps = -(-extent.value // step)
     if explicit is not None and not 1 <= explicit <= steps:
         raise StageError("bad-value", f"`{param}` = {explicit} cannot split {extent.text} = {extent.value} in steps "

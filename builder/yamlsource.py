@@ -28,6 +28,13 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml composes ~5x 
 _CORE = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
 _COLLECTION_TAGS = {None, "!", _CORE + "map", _CORE + "seq"}
+# First characters of the plain scalars the core resolver may type (bool, int, null...); any other untagged
+# scalar, like a quoted one, is the string as written, made without the resolver and constructor (unique
+# values, such as a chain's stage ids and references, miss the scalar cache). Everything goes through the
+# resolver if it has a resolver for any first character or by path.
+_RESOLVER = yaml.resolver.Resolver
+_TYPED_FIRST = (None if None in _RESOLVER.yaml_implicit_resolvers or _RESOLVER.yaml_path_resolvers
+                else frozenset(_RESOLVER.yaml_implicit_resolvers))
 
 
 @dataclass
@@ -252,6 +259,8 @@ class _Builder:
         if tag == "!":
             tag = _CORE + "str"
         elif tag is None:
+            if _TYPED_FIRST is not None and not (ev.implicit[0] and ev.value[:1] in _TYPED_FIRST):
+                return ev.value
             cache_key = (ev.value, ev.implicit)
             if cache_key in self._scalars:
                 return self._scalars[cache_key]

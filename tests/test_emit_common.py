@@ -93,3 +93,40 @@ def test_fast_wrap_is_textwrap():
         first, rest = rng.choice([("", ""), ("    ", "        "), ("    ", "    ")])
         assert wrap(text, width, first, rest) == textwrap.wrap(text, width, initial_indent=first,
                                                                 subsequent_indent=rest), (text, width)
+
+
+def test_wrap_of_long_lines_matches_a_character_by_character_reference():
+    """`common._wrap` keeps short arguments as they are and finds the `(` that matches the final `)`
+    by visiting parentheses only; a plain per-character version must break every line the same way."""
+    import random
+
+    from builder.emit.common import WIDTH, _split_top, _wrap
+
+    def reference(line: str) -> list[str]:
+        pad = line[: len(line) - len(line.lstrip())]
+        code, _, comment = line.strip().partition("  # ")
+        lines = [f"{pad}# {comment}"] if comment else []
+        comma = code[-1] if code.endswith((",", ":")) else ""
+        code = code[:-1] if comma else code
+        if len(pad) + len(code) + len(comma) <= WIDTH or not code.endswith(")"):
+            return lines + [pad + code + comma]
+        depth, open_at = 0, -1
+        for i in range(len(code) - 1, -1, -1):
+            depth += {")": 1, "(": -1}.get(code[i], 0)
+            if depth == 0:
+                open_at = i
+                break
+        args = [a.strip() for a in _split_top(code[open_at + 1:-1], ",") if a.strip()]
+        if open_at <= 0 or len(args) < 2:
+            return lines + [pad + code + comma]
+        body = [out for a in args for out in reference(f"{pad}    {a},")]
+        return lines + [pad + code[: open_at + 1]] + body + [pad + ")" + comma]
+
+    rng = random.Random(0)
+    atoms = ["x", "s1234_even_ptr", "tl.load(a + b, mask=m)", "f(g(h), [1, 2])", "'a, (b'", '"q)"', "k[None, :]",
+             "a" * 40, "(", ")", "  # note", " ", "  "]
+    for _ in range(3000):
+        args = ", ".join("".join(rng.choice(atoms) for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(1, 9)))
+        line = rng.choice(["", "    ", "        "]) + rng.choice(["def k(", "y = f(", "run[(T, g(H))]("]) + args + ")"
+        line += rng.choice(["", ":", ",", "  # a comment", " "])
+        assert _wrap(line) == reference(line), line

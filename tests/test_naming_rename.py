@@ -107,3 +107,15 @@ def test_regex_renaming_matches_the_tokenizer_on_tricky_code(clash, code):
         compile(code, "<quotes>", "exec")  # valid Python, as emitted code is
     words = set(re.findall(r"\b[A-Za-z_]\w*\b", code))
     assert naming._rename(code, clash, words) == _oracle(code, clash, words)
+
+
+def test_word_set_is_the_regular_expressions():
+    """`naming._word_set` splits ASCII text with `str.translate`; it must find the runs `\\w+` finds."""
+    import random
+
+    rng = random.Random(0)
+    alphabet = "ab_Z09 .,:()[]{}\"'#\\\n\t=+-*/%<>!?@$^&|~`;\x00\x1c\x7f"
+    for extra in ("", "é—ß٣"):
+        for _ in range(2000):
+            text = "".join(rng.choice(alphabet + extra) for _ in range(rng.randint(0, 40)))
+            assert naming._word_set(text) == set(re.findall(r"\w+", text)), text

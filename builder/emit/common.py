@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 import functools
 import os
+import re
 import textwrap
 
 from ..graph import PRIVATE, TypedGraph
@@ -72,12 +73,20 @@ class FileContext:
         self.constants.setdefault(ph, (value, comment))
         return ph
 
+    def _defined(self, key: tuple, value: object) -> str | None:
+        """Constant `key` when `const` defined it as `value` already (asked again by each use: its name and
+        comment need not be spelled again)."""
+        ph = self.table.claimed(("const",) + key)
+        return ph if ph is not None and self.constants[ph][0] == value else None
+
     def tile(self, block, axis, per: str = "program") -> str:
         """Constant holding the tile size of the block's domain axis."""
+        key = ("tile", block.stages[0].id, axis.var)
+        if found := self._defined(key, axis.tile):
+            return found
         preferred = f"{block.stages[0].id.upper()}_{axis.var.upper()}_TILE"
         default = f", {axis.source.param} default" if axis.source and axis.source.defaulted else ""
-        return self.const(("tile", block.stages[0].id, axis.var), preferred, axis.tile,
-                          f"{axis.extent.text} tile per {per}{default}")
+        return self.const(key, preferred, axis.tile, f"{axis.extent.text} tile per {per}{default}")
 
     def tail(self, block, axis) -> str:
         """Constant holding the size of the block's last, partial tile of `axis`."""
@@ -90,17 +99,17 @@ class FileContext:
             if axis.tile != 1:
                 self.tile(block, axis, per)
 
-    def dim_constants(self, code: str) -> list[tuple[str, int | float, str]]:
-        """(name, value, expression) of each kernel dim `code` uses, free dims first, then derived."""
-        used = self.table.used(code)
+    def dim_constants(self) -> list[tuple[str, int | float, str]]:
+        """(name, value, expression) of each kernel dim the resolved code uses, free dims first, then derived."""
+        used = self.table.used()
         free = [(n, self.tg.dims[n], "") for n in self.tg.spec.sizes[self.tg.dims.size_set] if n in used]
         derived = [(n, self.tg.dims[n], str(self.tg.spec.dims[n])) for n in self.tg.spec.dims if n in used]
         return free + derived
 
-    def constant_lines(self, code: str, define) -> tuple[list[str], list[str], list[tuple[str, str, object]]]:
-        """Definitions of the dims and of the constants `code` uses (`define(name, value)` -> code), and
-        the (name, meaning, value) list the docstring shows."""
-        dims = self.dim_constants(code)
+    def constant_lines(self, define) -> tuple[list[str], list[str], list[tuple[str, str, object]]]:
+        """Definitions of the dims the resolved code uses and of the constants (`define(name, value)` ->
+        code), and the (name, meaning, value) list the docstring shows."""
+        dims = self.dim_constants()
         consts = [(self.table.show(ph), v, c) for ph, (v, c) in self.constants.items()]
 
         def lines(items) -> list[str]:
@@ -112,19 +121,18 @@ class FileContext:
 def wrap(text: str, width: int = WIDTH, initial_indent: str = "", subsequent_indent: str = "") -> list[str]:
     """`textwrap.wrap`, at a fraction of its cost for plain text (called once or twice per loop block):
     text of printable characters, single spaces and no hyphens is filled greedily word by word, which is
-    what textwrap does with it (tests/test_emit_common.py compares the two)."""
+    what textwrap does with it (tests/test_emit_common.py compares the two). Each line ends at the last
+    space that lets it fit, found by `rfind` rather than adding words one at a time."""
     words = text.split(" ")
     if (not text.isprintable() or "-" in text or "" in words
             or max(map(len, words)) > width - max(len(initial_indent), len(subsequent_indent))):
         return textwrap.wrap(text, width, initial_indent=initial_indent, subsequent_indent=subsequent_indent)
-    lines, line = [], initial_indent + words[0]
-    for word in words[1:]:
-        if len(line) + 1 + len(word) <= width:
-            line += " " + word
-        else:
-            lines.append(line)
-            line = subsequent_indent + word
-    return lines + [line]
+    lines, start, indent = [], 0, initial_indent
+    while len(indent) + len(text) - start > width:
+        end = text.rfind(" ", start, start + width - len(indent) + 1)  # found: the next word fits alone
+        lines.append(indent + text[start:end])
+        start, indent = end + 1, subsequent_indent
+    return lines + [indent + text[start:]]
 
 
 def _item(head: str, text: str) -> list[str]:
@@ -219,7 +227,7 @@ def indent(lines: list[str], n: int) -> list[str]:
 
 def _split_top(text: str, sep: str) -> list[str]:
     """Split at `sep` characters outside brackets and strings."""
-    if not any(ch in text for ch in "([{\"'"):  # a plain argument list (a launch of a block kernel)
+    if _OPENING.search(text) is None:  # a plain argument list (a launch of a block kernel)
         return text.split(sep)
     parts, depth, quote, start, escaped = [], 0, "", 0, False
     for i, ch in enumerate(text):
@@ -242,8 +250,14 @@ def _split_top(text: str, sep: str) -> list[str]:
     return parts + [text[start:]]
 
 
+_PARENS = re.compile(r"[()]")
+_OPENING = re.compile(r"[(\[{\"']")  # what opens a bracket or a string
+
+
 def _wrap(line: str) -> list[str]:
     """One over-long statement (or `def` line) broken after its last top-level `(`, one argument per line."""
+    if len(line) <= WIDTH and "  # " not in line:  # an argument that fits (most of them): kept as it is
+        return [line.rstrip()]
     pad = line[: len(line) - len(line.lstrip())]
     code, _, comment = line.strip().partition("  # ")
     lines = [f"{pad}# {comment}"] if comment else []
@@ -251,12 +265,14 @@ def _wrap(line: str) -> list[str]:
     code = code[:-1] if comma else code
     if len(pad) + len(code) + len(comma) <= WIDTH or not code.endswith(")"):
         return lines + [pad + code + comma]
-    depth, open_at = 0, -1
-    for i in range(len(code) - 1, -1, -1):  # find the `(` matching the final `)`
-        depth += {")": 1, "(": -1}.get(code[i], 0)
-        if depth == 0:
-            open_at = i
-            break
+    open_at = code.rfind("(")  # the `(` matching the final `)` when no `)` comes between them
+    if ")" in code[open_at + 1:-1]:
+        depth, open_at = 0, -1
+        for paren in _PARENS.finditer(code[::-1]):  # else the matching one, visiting parentheses only
+            depth += 1 if paren.group() == ")" else -1
+            if depth == 0:
+                open_at = len(code) - 1 - paren.start()
+                break
     args = [a.strip() for a in _split_top(code[open_at + 1:-1], ",") if a.strip()]
     if open_at <= 0 or len(args) < 2:
         return lines + [pad + code + comma]

@@ -23,6 +23,8 @@ from ..names import IDENTIFIER, RESERVED
 
 PLACEHOLDER = re.compile(r"__m(\d+)__")
 _WORD = re.compile(r"\b[A-Za-z_]\w*\b")
+_RUN = re.compile(r"\w+")  # _WORD's words, and numbers (which never equal a name): found faster
+_NOT_WORD = {i: " " for i in range(128) if not (chr(i).isalnum() or chr(i) == "_")}  # ASCII that `\w` skips
 
 
 # --- literals -------------------------------------------------------------------------------------
@@ -98,10 +100,15 @@ class NameTable:
         self.taken: set[str] = set(RESERVED) | set(taken)  # every name the file defines or reads
         self._keys: dict[object, str] = {}
         self._placeholders: dict[str, int] = {}  # placeholder -> its index in `final`
+        self._numbered: dict[str, str] = {}  # a placeholder's number, as text -> its final name
+        self._final_of = self._numbered.__getitem__  # mapped over a split's numbers: no Python loop per name
+        self._resolved: set[str] = set()  # numbers of the placeholders `resolve` has replaced
 
     def _new(self, final: str) -> str:
         self.final.append(final)
-        placeholder = f"__m{len(self.final) - 1}__"
+        number = str(len(self.final) - 1)
+        self._numbered[number] = final
+        placeholder = f"__m{number}__"
         self._placeholders[placeholder] = len(self.final) - 1
         return placeholder
 
@@ -112,6 +119,10 @@ class NameTable:
             self._keys[key] = self._new(name(n))
             self.taken.add(n)
         return self._keys[key]
+
+    def claimed(self, key: object) -> str | None:
+        """Placeholder of `key` when claimed already (callers asking often skip making a preferred name)."""
+        return self._keys.get(key)
 
     def claim(self, key: object, preferred: str, *alternatives: str) -> str:
         """Placeholder of a derived name: `preferred`, else the first free alternative, else
@@ -127,13 +138,17 @@ class NameTable:
         self._keys[key] = self._new(candidate)
         return self._keys[key]
 
+    def text(self, literal: str) -> str:
+        """Placeholder of a string literal (a docstring) shown as it is: `resolve` then never scans it
+        for locals to rename (a block's docstring names the dims, which are allocated names)."""
+        return self._new(literal)
+
     def show(self, code: str) -> str:
         """`code` with every placeholder replaced by its final name."""
         if code in self._placeholders:  # one name alone (interfaces ask for each argument)
             return self.final[self._placeholders[code]]
         parts = PLACEHOLDER.split(code)  # text, number, text, ...: no Python call per placeholder
-        final = self.final
-        parts[1::2] = [final[int(n)] for n in parts[1::2]]
+        parts[1::2] = map(self._final_of, parts[1::2])
         return "".join(parts)
 
     def hide(self, code: str) -> str:
@@ -141,26 +156,32 @@ class NameTable:
         by_name = {final: f"__m{i}__" for i, final in enumerate(self.final)}
         return _WORD.sub(lambda m: by_name.get(m.group(0), m.group(0)), code)
 
-    def used(self, code: str) -> set[str]:
-        """Final names of the placeholders in `code`."""
-        return {self.final[int(i)] for i in set(PLACEHOLDER.findall(code))}
+    def used(self) -> set[str]:
+        """Final names of the placeholders in the code resolved so far (recorded by `resolve`, which
+        splits every function anyway: a search of the whole file again cost more)."""
+        return set(map(self._final_of, self._resolved))
 
     def resolve(self, chunk: str) -> str:
         """Final code of one function (or statement group): plain locals that equal the final name of a
         placeholder in it are renamed first, then placeholders are replaced."""
         parts = PLACEHOLDER.split(chunk)  # text, number, text...: one pass serves every step below
-        numbers, final = parts[1::2], self.final
-        finals = {final[int(n)] for n in set(numbers)}
+        numbers = parts[1::2]
+        distinct = set(numbers)
+        self._resolved |= distinct
+        finals = set(map(self._final_of, distinct))
         plain = "".join(parts[0::2])
-        # a block kernel's few names: a search each beats listing every word; a launcher reads every buffer
-        words = _Words(plain) if len(finals) <= 32 else set(_WORD.findall(plain))
-        clash = {name for name in finals if name in words}
+        # a block kernel's few names: a search each (most are not even substrings) beats listing every word;
+        # a launcher reads every buffer
+        words = None if len(finals) <= 32 else _word_set(plain)
+        if words is None:
+            clash = {name for name in finals if name in plain and _has_word(plain, name)}
+        else:
+            clash = finals & words
         if clash:
-            renamed = _rename(chunk, clash, avoid=_Words(plain, finals) if isinstance(words, _Words)
-                              else finals | words)
+            renamed = _rename(chunk, clash, avoid=_Words(plain, finals) if words is None else finals | words)
             if renamed is not chunk:  # else the clashing word was only in a docstring or comment
                 return self.show(renamed)
-        parts[1::2] = [final[int(n)] for n in numbers]
+        parts[1::2] = map(self._final_of, numbers)
         return "".join(parts)
 
     def expr_code(self, text) -> str:
@@ -262,6 +283,12 @@ def _brackets(chunk: str, start: int, end: int) -> int:
 
 def _word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_"  # what `\w` matches
+
+
+def _word_set(text: str) -> set[str]:
+    """The runs of word characters in `text` (what `_RUN` finds): in ASCII text, by turning every other
+    character into a space and splitting, several times faster than the regular expression."""
+    return set(text.translate(_NOT_WORD).split()) if text.isascii() else set(_RUN.findall(text))
 
 
 class _Words:

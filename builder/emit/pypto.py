@@ -450,9 +450,9 @@ def emit(tg: TypedGraph, sched: Schedule, seed: int = 0) -> str:
     golden_fns, golden = _golden(tg, file)
     init_fns, harness = _harness(tg, seed, file)
     chunks = [kernel, golden_fns, golden, init_fns, harness] + [c for c in [_comparators(tg)] if c] + [_main(tg, file)]
-    dim_lines, const_lines, shown = file.constant_lines("\n".join(chunks), lambda n, v: naming.literal(v))
+    body = [file.table.resolve(c) for c in chunks]  # first: dims used
+    dim_lines, const_lines, shown = file.constant_lines(lambda n, v: naming.literal(v))
     head = [header(tg, NAME), docstring(tg, sched, shown, NOTE), "import pypto.language as pl",
             "\n".join([f"# dims (sizes {naming.name(tg.dims.size_set)})"] + dim_lines
                       + ["", "# tiling and stage constants"] + const_lines)]
-    body = [file.table.resolve(c) for c in chunks]
     return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n")

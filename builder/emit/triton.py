@@ -47,7 +47,8 @@ NOTE = ("Backend: Triton. Verified on the CPU under TRITON_INTERPRET=1; `build -
 
 def ptr(names: NameTable, ref: str) -> str:
     """Kernel argument of a tensor: `attn.o` -> `attn_o_ptr`."""
-    return names.claim(("ptr", ref), default_var(ref) + "_ptr")
+    key = ("ptr", ref)
+    return names.claimed(key) or names.claim(key, default_var(ref) + "_ptr")
 
 
 class TritonCtx(BodyCtx):
@@ -115,12 +116,19 @@ class TritonCtx(BodyCtx):
 
     def load(self, address: str, *index: str, other: str = "0.0", mask: Optional[str] = None) -> str:
         """`tl.load` of a tile indexed by `index`, masked where lanes pass the extents (and by `mask`)."""
-        masks = " & ".join(m for m in (self.mask(*index), mask) if m)
+        masks = self._masks(index, mask)
         return f"tl.load({address}, mask={masks}, other={other})" if masks else f"tl.load({address})"
 
     def store(self, address: str, value: str, *index: str, mask: Optional[str] = None) -> str:
-        masks = " & ".join(m for m in (self.mask(*index), mask) if m)
+        masks = self._masks(index, mask)
         return f"tl.store({address}, {value}, mask={masks})" if masks else f"tl.store({address}, {value})"
+
+    def _masks(self, index: tuple[str, ...], mask: Optional[str]) -> str:
+        """The lane masks of a tile indexed by `index` and `mask`, joined by `&`; empty when none applies
+        (found without building any text in the usual case, every lane real)."""
+        if mask is None and self._masked.isdisjoint(index):
+            return ""
+        return " & ".join(m for m in (self.mask(*index), mask) if m)
 
     def cast_for(self, port: str, code: str) -> str:
         """Code converting an fp32 tile to the dtype stored at output `port`."""
@@ -136,16 +144,18 @@ def block_refs(block: LoopBlock) -> list[str]:
 
 
 def _kernel_name(block: LoopBlock, file: FileContext) -> str:
-    return file.table.claim(("block", block.index), f"block{block.index}_{block.name}")
+    key = ("block", block.index)
+    return file.table.claimed(key) or file.table.claim(key, f"block{block.index}_{block.name}")
 
 
 def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: set[str]) -> str:
     ops = ", ".join(f"{s.id} ({s.op.name})" for s in block.stages)
     lines = ["@triton.jit",
              f"def {_kernel_name(block, file)}({', '.join(ptr(file.table, r) for r in block_refs(block))}):"]
-    lines += [f'    """Loop block {block.index}: {ops}.', ""]
-    lines += wrap(naming.docstring_text(f"One program per point of: {block.describe_domain()}."), WIDTH,
-                  initial_indent="    ", subsequent_indent="    ") + ['    """']
+    doc = [f'"""Loop block {block.index}: {ops}.', ""]
+    doc += wrap(naming.docstring_text(f"One program per point of: {block.describe_domain()}."), WIDTH,
+                initial_indent="    ", subsequent_indent="    ") + ['    """']
+    lines.append("    " + file.table.text("\n".join(doc)))
     file.add_tile_constants(block, "program")
     lead = len(block.domain) - 2 if len(block.domain) > 3 else 1  # a grid has 3 axes: fold the leading ones
     if lead > 1:
@@ -245,21 +255,25 @@ class BlockInterface:
 
 
 def emit(tg: TypedGraph, sched: Schedule) -> str:
-    return emit_with_interfaces(tg, sched)[0]
+    return _module(tg, sched)[0]
 
 
 def emit_with_interfaces(tg: TypedGraph, sched: Schedule) -> tuple[str, list[BlockInterface]]:
-    """The module's source, and the interface of each of its block kernels."""
+    """The module's source, and the interface of each of its block kernels (their names, claimed while
+    the module was written, read back)."""
+    source, file = _module(tg, sched)
+    return source, [BlockInterface(b.index, file.table.show(_kernel_name(b, file)),
+                                   tuple((file.table.show(ptr(file.table, r)), r) for r in block_refs(b)))
+                    for b in sched.blocks]
+
+
+def _module(tg: TypedGraph, sched: Schedule) -> tuple[str, FileContext]:
+    """The module's source, and the names it was written with."""
     file, helpers = FileContext(tg), set[str]()
     chunks = [_block_kernel(b, tg, file, helpers) for b in sched.blocks]
-    interfaces = [BlockInterface(b.index, file.table.show(_kernel_name(b, file)),
-                                 tuple((file.table.show(ptr(file.table, r)), r) for r in block_refs(b)))
-                  for b in sched.blocks]
     chunks += [_expected_inputs(tg, file), _input_check(), _launcher(tg, sched, file)]
-    helper_code = [HELPERS[h] for h in sorted(helpers)]
-    dim_lines, const_lines, shown = file.constant_lines("\n".join(chunks),
-                                                        lambda n, v: f"tl.constexpr({naming.literal(v)})")
+    body = [HELPERS[h] for h in sorted(helpers)] + [file.table.resolve(c) for c in chunks]  # first: dims used
+    dim_lines, const_lines, shown = file.constant_lines(lambda n, v: f"tl.constexpr({naming.literal(v)})")
     head = [header(tg, NAME), docstring(tg, sched, shown, NOTE),
             "import torch\nimport triton\nimport triton.language as tl", "\n".join(dim_lines + const_lines)]
-    body = helper_code + [file.table.resolve(c) for c in chunks]
-    return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n"), interfaces
+    return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n"), file
