@@ -20,7 +20,7 @@ Pools are [PAGES, BLOCK, 1, D] or [PAGES, BLOCK, D].
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from pydantic import Field
 
@@ -95,6 +95,19 @@ def _where(mask) -> str:
     idx = mask.nonzero().flatten().tolist()
     return ", ".join(map(str, idx[:5])) + (f" (and {len(idx) - 5} more)" if len(idx) > 5 else "")
 
+
+
+class _Geometry(NamedTuple):
+    """Window and compressed-part geometry of the parts addressing, as counts and as code."""
+
+    window: int       # W: window slots (0: none)
+    compressed: int   # C: compressed slots (0: none)
+    w: str            # W as code
+    n: str            # key slots per token, as code
+    d_axis: int       # the pool's lane axis
+    d: str            # lanes per row, as code
+    block: str        # rows per page, as code
+    request: str      # token t's page-table row, as code
 
 class GatherParams(Params):
     window: Optional[DimExpr] = Field(None, description="with `indices`: the sliding-window length (slots below "
@@ -458,26 +471,20 @@ class GatherKV(Op):
             f"    {valid} = pl.write({valid}, [t, j], pl.const(0, pl.INT32))",
         ] + ["    " + line for line in pools]
 
-    def _part_sizes(self, c) -> tuple[int, int, str]:
-        """(W, C, W as code) of the parts addressing."""
+    def _geometry(self, c) -> _Geometry:
+        """The geometry both backends' parts addressing is written from."""
         ins = c.stage.in_types
-        window = (ins["window_rows"].shape[1].value if "window_rows" in ins
-                  else int(c.dims.value(c.p.window)) if c.p.window is not None else 0)
-        compressed = ins["cmp_slots"].shape[1].value if "cmp_slots" in ins else 0
-        code = c.dim("window_rows", 1) if "window_rows" in ins else c.expr(c.p.window) if window else "0"
-        return window, compressed, code
-
-    def _request(self, c) -> str:
-        """Code of token t's page-table row."""
+        window, compressed = self._parts(ins, c.p, c.dims)
+        w = c.dim("window_rows", 1) if "window_rows" in ins else c.expr(c.p.window) if window else "0"
+        d_axis = len(ins["ori_kv"].shape) - 1
         per = int(self.per_request(c.p, c.dims))
-        return "t" if per == 1 else f"t // {c.expr(c.p.tokens_per_request)}"
+        request = "t" if per == 1 else f"t // {c.expr(c.p.tokens_per_request)}"  # token t's page-table row
+        return _Geometry(window, compressed, w, c.dim("kv", 1), d_axis, c.dim("ori_kv", d_axis), c.dim("ori_kv", 1),
+                      request)
 
     def _triton_parts(self, c):
         ins = c.stage.in_types
-        window, compressed, w = self._part_sizes(c)
-        n, d_axis = c.dim("kv", 1), len(ins["ori_kv"].shape) - 1
-        d, block = c.dim("ori_kv", d_axis), c.dim("ori_kv", 1)
-        request = self._request(c)
+        window, compressed, w, n, d_axis, d, block, request = self._geometry(c)
         request = request if request == "t" else f"({request})"
         lines = [f"j = jb * {c.tile('jb')} + tl.arange(0, {c.tile('jb')})",
                  *c.span("d", ins["ori_kv"].shape[d_axis], "D"),
@@ -520,10 +527,7 @@ class GatherKV(Op):
 
     def _pypto_parts(self, c):
         ins = c.stage.in_types
-        window, compressed, w = self._part_sizes(c)
-        n, d_axis = c.dim("kv", 1), len(ins["ori_kv"].shape) - 1
-        d, block = c.dim("ori_kv", d_axis), c.dim("ori_kv", 1)
-        request = self._request(c)
+        window, compressed, w, n, _, d, block, request = self._geometry(c)
         raw, slot, row, seq, page, src = (c.local(x) for x in ("raw", "slot", "row", "seq", "page", "src"))
         kv, valid = c.dst("kv"), c.dst("valid")
         step, tile = c.stride("jb"), c.tile("jb")

@@ -82,6 +82,16 @@ def errors(text: str, file: str = "kernels.yaml", ops=None) -> list[Diagnostic]:
     return [d for d in diagnostics(text, file, ops) if d.severity == "error"]
 
 
+def assert_edit_is_located_error(old: str, new: str, rule: str, at: str, message: str, *, after: Anchors) -> None:
+    """Editing the bundled YAML (`old` -> `new` after the anchors) gives a `rule` error saying `message`
+    on the line of `at` (searched after the same anchors in the edited text)."""
+    text = edit(bundled_text(), old, new, after=after)
+    found = errors(text)
+    line, _ = position(text, at, after=after)
+    assert any(d.rule == rule and message in d.message and d.loc.line == line for d in found), \
+        [(d.rule, d.loc.line, d.message) for d in found]
+
+
 def located(diags: Iterable[Diagnostic]) -> set[tuple[str, int, int]]:
     """{(rule, line, col)}: kernels that extend a broken one repeat its diagnostics at the same place."""
     return {(d.rule, d.loc.line, d.loc.col) for d in diags}

@@ -159,13 +159,9 @@ PRO = "\n  dsv4_pro_sparse_attn_decode:\n"
      "must divide"),
 ])
 def test_bad_params_are_located_errors(old, new, rule, at, message):
-    from tests.spec_helpers import edit, errors, position
+    from tests.spec_helpers import assert_edit_is_located_error
 
-    text = edit(Path("kernels.yaml").read_text(), old, new, after=PRO)
-    found = errors(text)
-    line, _ = position(text, at, after=PRO)
-    assert any(d.rule == rule and message in d.message and d.loc.line == line for d in found), \
-        [(d.rule, d.loc.line, d.message) for d in found]
+    assert_edit_is_located_error(old, new, rule, at, message, after=PRO)
 
 
 def test_the_split_key_tiles_leave_the_vector_buffer_room_at_full_sizes(lib):

@@ -174,10 +174,6 @@ QWEN = "\n  qwen3_14b_paged_attention:\n"
      "window: CAPACITY + 1", "must be a whole number in [1, "),
 ])
 def test_bad_params_are_located_errors(old, new, rule, at, message):
-    from tests.spec_helpers import edit, errors, position
+    from tests.spec_helpers import assert_edit_is_located_error
 
-    text = edit(Path("kernels.yaml").read_text(), old, new, after=QWEN)
-    found = errors(text)
-    line, _ = position(text, at, after=QWEN)
-    assert any(d.rule == rule and message in d.message and d.loc.line == line for d in found), \
-        [(d.rule, d.loc.line, d.message) for d in found]
+    assert_edit_is_located_error(old, new, rule, at, message, after=QWEN)
