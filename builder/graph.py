@@ -20,6 +20,7 @@ from .spec import KernelSpec, StageSpec
 from .specload import report_validation
 from .stage_api import Dims, Op, StageError, TensorType, Tile
 from .stagefault import in_stage
+from .yamlsource import frozen_data
 
 Where = Callable[[tuple, bool], Location]
 PRIVATE = "~"  # marks an op-private tensor reference (`attn.~part_m`): no port or name can contain it
@@ -159,6 +160,11 @@ class _GraphBuilder:
         self.stages: dict[str, Stage] = {}
         self.topo: list[str] = []                       # stage ids in topological order, once acyclic
         self.forward = True                             # every stage reads only stages above it in the file
+        # Alike stages (a chain of one op, a model's repeated layers) are checked once: params by their YAML
+        # data, each op's rules by (op, params, input types), whose values are shared by equal ones.
+        self._params: dict[tuple, Any] = {}
+        self._inferred: dict[tuple, tuple] = {}
+        self._types: dict[TensorType, TensorType] = {}
 
     def build(self, size_set: str, max_bytes: int) -> TypedGraph | None:
         errors_before = self.sink.error_count
@@ -195,7 +201,7 @@ class _GraphBuilder:
                                 if e.error.kind == "undefined-dim" else "")
                 self.broken.add(name)
                 continue
-            self.input_types[name] = TensorType(shape, t.dtype, t.layout)
+            self.input_types[name] = self._shared(TensorType(shape, t.dtype, t.layout))
             self.g.add_node(f"input:{name}", kind="input", name=name)
         self.available.update(self.input_types)
 
@@ -210,7 +216,7 @@ class _GraphBuilder:
                 self.broken.add(sid)
                 continue
             try:
-                params = op.Params.model_validate(st.params)
+                params = self._validated(op, st.params)
             except ValidationError as exc:
                 report_validation(exc, self.sink,
                                   lambda p, key, sid=sid: self.where(("stages", sid, "params") + tuple(p), key),
@@ -227,6 +233,17 @@ class _GraphBuilder:
             self.parsed[sid] = (op, params)
             self.g.add_node(f"stage:{sid}", kind="stage", name=sid)
         self.producers = {f"{sid}.{port}": sid for sid, (op, _) in self.parsed.items() for port in op.outputs}
+
+    def _validated(self, op: Op, params: dict) -> Any:
+        """`op`'s params model of `params`, one object for equal YAML data (params are frozen)."""
+        key = (op, frozen_data(params))
+        if key not in self._params:
+            self._params[key] = op.Params.model_validate(params)
+        return self._params[key]
+
+    def _shared(self, t: TensorType) -> TensorType:
+        """The one object standing for types equal to `t`."""
+        return self._types.setdefault(t, t)
 
     def wire_stages(self) -> None:
         above: set[str] = set()
@@ -314,18 +331,24 @@ class _GraphBuilder:
         ports = self.ports[sid]
         found = {port: self.available.get(ref) for port, ref in st.inputs.items() if port in ports}
         ins = {port: t for port, t in found.items() if t is not None}
-        if len(ins) < len(found) or not set(ports) - op.optional_inputs <= set(ins):
+        if len(ins) < len(found) or not ins.keys() >= set(ports) - op.optional_inputs:
             return  # an upstream error already explains this stage
-        read = self.reshaped(sid, st, ins, dims)
-        if read is None:
-            return
-        ins = read
+        if st.reshape:
+            read = self.reshaped(sid, st, ins, dims)
+            if read is None:
+                return
+            ins = read
         stage_loc = self.where(("stages", sid), True)
+        key = (op, id(params), tuple((port, id(t)) for port, t in ins.items()))  # params and types: shared objects
         try:
-            with in_stage(sid, op.name, stage_loc, "inferring its types and tiles", (StageError, expr.ExprError)):
-                outs = op.infer(ins, params, dims)
-                tiles = op.tiles(ins, params, dims)  # explicit sizes checked, defaults chosen to fit
-                private = op.private(ins, params, dims)
+            if key not in self._inferred:
+                with in_stage(sid, op.name, stage_loc, "inferring its types and tiles", (StageError, expr.ExprError)):
+                    outs = op.infer(ins, params, dims)
+                    tiles = op.tiles(ins, params, dims)  # explicit sizes checked, defaults chosen to fit
+                    private = op.private(ins, params, dims)
+                self._inferred[key] = ({port: self._shared(t) for port, t in outs.items()}, tiles,
+                                       {name: self._shared(t) for name, t in private.items()})
+            outs, tiles, private = self._inferred[key]
         except StageError as e:
             if e.port is not None:
                 ref = st.inputs[e.port]
@@ -342,7 +365,7 @@ class _GraphBuilder:
             return
         for port, t in outs.items():
             self.available[f"{sid}.{port}"] = t
-        stage = Stage(sid, op, params, st, stage_loc, dict(st.inputs), ins, outs, tiles, private)
+        stage = Stage(sid, op, params, st, stage_loc, dict(st.inputs), ins, dict(outs), dict(tiles), dict(private))
         for name, t in private.items():
             self.available[stage.private_ref(name)] = t
         self.stages[sid] = stage
@@ -378,7 +401,7 @@ class _GraphBuilder:
                                                    f"carrying RoPE lanes in `{t.layout.value}` layout",
                                 self.where(path, False), "keep the last extent when reshaping rotary lanes")
                 return None
-            out[port] = TensorType(shape, t.dtype, t.layout)
+            out[port] = self._shared(TensorType(shape, t.dtype, t.layout))
         return out
 
     def warn_unused(self) -> None:

@@ -60,10 +60,14 @@ def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, 
     position = {sid: i for i, sid in enumerate(order)}
     domains: dict[str, tuple[Axis, ...]] = {}
     phases = {}
+    computed: dict[tuple, tuple] = {}  # alike stages (the same op, params and input type objects) share one
     for sid, st in tg.stages.items():
-        with in_stage(sid, st.op.name, st.loc, "computing its iteration domain"):
-            domains[sid] = st.op.domain(st.in_types, st.params, tg.dims)
-            phases[sid] = st.op.phases(st.in_types, st.params, tg.dims)
+        key = (st.op, id(st.params), tuple((port, id(t)) for port, t in st.in_types.items()))
+        if key not in computed:
+            with in_stage(sid, st.op.name, st.loc, "computing its iteration domain"):
+                computed[key] = (st.op.domain(st.in_types, st.params, tg.dims),
+                                 st.op.phases(st.in_types, st.params, tg.dims))
+        domains[sid], phases[sid] = computed[key]
     group_of: dict[str, int] = {}
     errors_before = sink.error_count
     for gi, group in enumerate(tg.spec.fuse):

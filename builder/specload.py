@@ -99,40 +99,42 @@ def _field_names(model: type[BaseModel], path: tuple) -> set[str]:
 
 
 class _Merged:
-    """A kernel's raw mapping after `extends:` merging, with each relative path's source path."""
+    """A kernel's raw mapping after `extends:` merging, with where each part comes from: `origin` maps a
+    relative path to its path in the file, and a path not in it lies where its nearest listed ancestor
+    does (a kernel without `extends:` is one entry, `()`)."""
 
     def __init__(self, data: dict, origin: dict[Path, Path]):
         self.data, self.origin = data, origin
 
-
-def _origins(value: Any, rel: Path, src_path: Path, out: dict[Path, Path]) -> None:
-    out[rel] = src_path
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _origins(v, rel + (k,), src_path + (k,), out)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _origins(v, rel + (i,), src_path + (i,), out)
+    def source(self, rel: Path) -> Path:
+        """The path in the file of the value at `rel` (or of its nearest ancestor that exists)."""
+        probe = rel
+        while probe not in self.origin:
+            probe = probe[:-1]
+        return self.origin[probe] + rel[len(probe):]
 
 
 def _deep_merge(base: _Merged, child: dict, child_path: Path) -> _Merged:
-    data = dict(base.data)
-    origin = dict(base.origin)
+    merged = _Merged(dict(base.data), dict(base.origin))
+    origin = merged.origin
 
     def merge(dst: dict, src: dict, rel: Path) -> None:
         for k, v in src.items():
+            here = rel + (k,)
             if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                for inherited in dst[k]:  # keys the child does not override keep their place in the parent
+                    origin.setdefault(here + (inherited,), merged.source(here + (inherited,)))
                 dst[k] = dict(dst[k])
-                origin[rel + (k,)] = child_path + rel + (k,)
-                merge(dst[k], v, rel + (k,))
+                origin[here] = child_path + here
+                merge(dst[k], v, here)
             else:
-                for p in [p for p in origin if p[:len(rel) + 1] == rel + (k,)]:
+                for p in [p for p in origin if p[:len(here)] == here]:
                     del origin[p]
                 dst[k] = v
-                _origins(v, rel + (k,), child_path + rel + (k,), origin)
+                origin[here] = child_path + here
 
-    merge(data, child, ())
-    return _Merged(data, origin)
+    merge(merged.data, child, ())
+    return merged
 
 
 Where = Callable[[Path, bool], Location]
@@ -175,9 +177,7 @@ def load_kernels(src: Source, sink: DiagnosticSink) -> list[tuple[KernelSpec, Wh
                 sink.error("wrong-type", f"`extends:` takes one kernel name, not {type(parent_name).__name__}",
                            src.where(path + ("extends",)), "write `extends: <kernel name>`")
             elif parent_name is None:
-                origin: dict[Path, Path] = {}
-                _origins(raw, (), path, origin)
-                merged[current] = _Merged(raw, origin)
+                merged[current] = _Merged(raw, {(): path})
                 break
             elif parent_name == current or parent_name in walk:
                 cyc = " -> ".join(walk + [current, parent_name])
@@ -212,13 +212,8 @@ def load_kernels(src: Source, sink: DiagnosticSink) -> list[tuple[KernelSpec, Wh
         data.setdefault("name", name)
         path = ("kernels", name)
 
-        def where(rel: Path, key: bool, m=m, path=path) -> Location:
-            rel = tuple(rel)
-            probe = rel
-            while probe and probe not in m.origin:
-                probe = probe[:-1]
-            base = m.origin.get(probe, path)
-            return src.where(base + rel[len(probe):], key)
+        def where(rel: Path, key: bool, m=m) -> Location:
+            return src.where(m.source(tuple(rel)), key)
 
         stages = data.get("stages")
         if isinstance(stages, dict) and len(stages) > MAX_STAGES:

@@ -59,6 +59,16 @@ class Source:
         return self.values.get((), Location(self.file, 1, 1))
 
 
+def frozen_data(value: Any) -> Any:
+    """A hashable stand-in for parsed data, equal only for the same data of the same types (`1`, `1.0`
+    and `true` differ, as do `{a: 1, b: 2}` and `{b: 2, a: 1}`)."""
+    if isinstance(value, dict):
+        return dict, tuple((frozen_data(k), frozen_data(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return list, tuple(frozen_data(v) for v in value)
+    return type(value), value
+
+
 def read_text(path: str, limit: Optional[int] = None) -> str:
     """The text of a spec file; SpecError (missing-file, not-a-file, file-too-large, yaml-syntax) otherwise.
     Only regular files are read (a FIFO or /dev/zero would block or never end), and at most `limit` bytes."""
@@ -102,21 +112,23 @@ class _Abort(Exception):
 _NO_KEY, _BAD_KEY, _MERGE = object(), object(), object()
 
 
-@dataclass
 class _Frame:
-    """A mapping or sequence being built."""
+    """A mapping or sequence being built (slots, and no lists until a merge needs them: a spec of 10,000
+    stages opens some 30,000 mappings)."""
 
-    value: Any                       # dict or list
-    path: Path
-    loc: Location
-    anchor: Optional[str]
-    log_start: int                   # first entry of the location log written inside this node
-    cost_start: int
-    merge_source: bool = False       # the value of a `<<` key (its locations go to the merging mapping)
-    key: Any = _NO_KEY               # mappings: the key whose value comes next
-    merges: list = field(default_factory=list)         # merged mappings, in order
-    merge_logs: list = field(default_factory=list)     # their location logs, relative to the mapping
-    explicit: set = field(default_factory=set)
+    __slots__ = ("value", "path", "loc", "anchor", "log_start", "cost_start", "merge_source", "key", "merges",
+                 "merge_logs")
+
+    def __init__(self, value: Any, path: Path, loc: Location, anchor: Optional[str], log_start: int,
+                 cost_start: int, merge_source: bool = False):
+        self.value = value                # dict or list
+        self.path, self.loc, self.anchor = path, loc, anchor
+        self.log_start = log_start        # first entry of the location log written inside this node
+        self.cost_start = cost_start
+        self.merge_source = merge_source  # the value of a `<<` key (its locations go to the merging mapping)
+        self.key: Any = _NO_KEY           # mappings: the key whose value comes next
+        self.merges: list = []            # merged mappings, in order
+        self.merge_logs: list = []        # their location logs, relative to the mapping
 
 
 @dataclass
@@ -208,14 +220,13 @@ class _Builder:
         top.value[key] = value
 
     def _set_key(self, top: _Frame, key: Any, loc: Location) -> None:
-        if key in top.value or key in top.explicit:
+        if key in top.value:
             first = self.src.keys.get(top.path + (key,))
             self.sink.error("duplicate-key", f"key `{key}` appears twice in this mapping", loc,
                             f"the first `{key}` is at line {first.line}; keep one" if first else "keep one")
             top.key = _BAD_KEY
             return
         top.key = key
-        top.explicit.add(key)
         self._note("k", top.path + (key,), loc, overwrite=True)
 
     # --- events ----------------------------------------------------------------------------------
@@ -225,30 +236,48 @@ class _Builder:
         loc = _TUPLE(Location, (self.file, mark.line + 1, mark.column + 1)) if mark else Location(self.file, 1, 1)
         self.cost += 1
         top = self.stack[-1] if self.stack else None
-        if top is not None and top.key is _NO_KEY and type(top.value) is dict:  # a mapping's key
-            if ev.value == "<<" and ev.tag is None and ev.implicit[0]:
-                top.key = _MERGE
+        text, tag = ev.value, ev.tag
+        mapping = top if top is not None and top.key is _NO_KEY and type(top.value) is dict else None  # a key of it
+        if mapping is not None and text == "<<" and tag is None and ev.implicit[0]:
+            mapping.key = _MERGE
+            return
+        if tag is None and _TYPED_FIRST is not None and not (ev.implicit[0] and text[:1] in _TYPED_FIRST):
+            value = text  # a string as written, as `_construct` would find
+        else:
+            value = self._scalars.get((text, ev.implicit), _BAD_KEY) if tag is None else _BAD_KEY
+            if value is _BAD_KEY:
+                value = self._construct(ev, loc)
+        if mapping is not None:
+            if value is _BAD_KEY:
+                mapping.key = _BAD_KEY
                 return
-            key = self._scalars.get((ev.value, ev.implicit), _BAD_KEY) if ev.tag is None else _BAD_KEY
-            if key is _BAD_KEY:
-                key = self._construct(ev, loc)
-            if ev.anchor is not None and key is not _BAD_KEY:
-                self.anchors[ev.anchor] = _Anchor(key, 1, [("v", (), loc)])
-            if key is _BAD_KEY:
-                top.key = _BAD_KEY
-            else:
-                self._set_key(top, key, loc)
+            if ev.anchor is not None:
+                self.anchors[ev.anchor] = _Anchor(value, 1, [("v", (), loc)])
+            if value in mapping.value:
+                self._set_key(mapping, value, loc)  # reports the duplicate
+                return
+            mapping.key = value
+            path = mapping.path + (value,)
+            if self.recording:
+                self.log.append(("k", path, loc))
+            self.src.keys[path] = loc
+            return
+        if value is _BAD_KEY:
+            value = None
+        if ev.anchor is not None:
+            self.anchors[ev.anchor] = _Anchor(value, 1, [("v", (), loc)])
+        if top is not None and type(top.value) is dict and top.key is not _BAD_KEY and top.key is not _MERGE:
+            key, top.key = top.key, _NO_KEY  # a mapping's value (`_deliver`'s commonest case)
+            path = top.path + (key,)
+            if self.recording:
+                self.log.append(("v", path, loc))
+            self.src.values.setdefault(path, loc)
+            top.value[key] = value
             return
         path = self._next_path()
         if self.recording:
             self.log.append(("v", path, loc))
         self.src.values.setdefault(path, loc)
-        value = self._scalars.get((ev.value, ev.implicit), _BAD_KEY) if ev.tag is None else _BAD_KEY
-        if value is _BAD_KEY:
-            value = self._construct(ev, loc)
-            value = None if value is _BAD_KEY else value
-        if ev.anchor is not None:
-            self.anchors[ev.anchor] = _Anchor(value, 1, [("v", (), loc)])
         if top is not None and type(top.value) is list:
             top.value.append(value)
         else:
@@ -313,7 +342,7 @@ class _Builder:
                     value.setdefault(k, v)
             value.update(frame.value)
             for entries in frame.merge_logs:
-                self._replay(entries, frame.path, skip=frame.explicit)
+                self._replay(entries, frame.path, skip=frame.value.keys())
         if frame.merge_source and self.stack:
             self._hand_to_merging(frame)
         if frame.anchor is not None:

@@ -110,7 +110,7 @@ def test_regex_renaming_matches_the_tokenizer_on_tricky_code(clash, code):
 
 
 def test_word_set_is_the_regular_expressions():
-    """`naming._word_set` splits ASCII text with `str.translate`; it must find the runs `\\w+` finds."""
+    """`naming.word_set` splits ASCII text with `str.translate`; it must find the runs `\\w+` finds."""
     import random
 
     rng = random.Random(0)
@@ -118,4 +118,4 @@ def test_word_set_is_the_regular_expressions():
     for extra in ("", "é—ß٣"):
         for _ in range(2000):
             text = "".join(rng.choice(alphabet + extra) for _ in range(rng.randint(0, 40)))
-            assert naming._word_set(text) == set(re.findall(r"\w+", text)), text
+            assert naming.word_set(text) == set(re.findall(r"\w+", text)), text

@@ -10,11 +10,13 @@ import functools
 import os
 import re
 import textwrap
+from typing import Optional
 
 from ..graph import PRIVATE, TypedGraph
 from ..schedule import Schedule
 from . import naming
 from .naming import NameTable
+from .template import Answer, Recorder, view
 
 GENERATOR = "build"
 WIDTH = 100
@@ -156,9 +158,12 @@ def docstring(tg: TypedGraph, sched: Schedule, constants: list[tuple[str, str, o
     if not constants:
         lines.append("    none")
     lines += ["", "Loop blocks, in schedule order:"]
+    described: dict[int, str] = {}  # alike blocks share one domain object (and its text)
     for b in sched.blocks:
         ops = ", ".join(f"{s.id} ({s.op.name}, {spec_label(s.loc.file)}:{s.loc.line})" for s in b.stages)
-        lines += _item(f"{b.index}. {ops}:", b.describe_domain())
+        if id(b.domain) not in described:
+            described[id(b.domain)] = b.describe_domain()
+        lines += _item(f"{b.index}. {ops}:", described[id(b.domain)])
     return docstring_literal("\n".join(line.rstrip() for line in lines) + "\n")
 
 
@@ -174,17 +179,29 @@ def tuple_code(items: list[str]) -> str:
 class BodyCtx:
     """What any backend offers a stage's tile body: its tensors, dims, tiles and constants as code.
 
+    A tile body reads `stage` (a `StageView`: no id, no tensor names), `p`, `dims`, `phase` and these
+    methods; `block`, `tg` and `file` are the mechanism's. Every name that depends on which stage asks
+    comes from `ask`, so that alike blocks can share their code (builder/emit/template.py).
     Backends subclass it with their own pointer/view naming and casting helpers."""
 
-    def __init__(self, stage, block, tg, file: FileContext):
-        self.stage, self.block, self.tg = stage, block, tg
+    def __init__(self, stage, block, tg, file: FileContext, recorder: Optional[Recorder] = None):
+        self._stage, self.stage = stage, view(stage)
+        self.block, self.tg = block, tg
         self.p, self.dims = stage.params, tg.dims
         self.file, self.names = file, file.table
         self.phase = block.phase.name if block.phase else ""  # for a stage run as several blocks
+        self._index = block.stages.index(stage)  # requests name the stage by its place in the block
+        self._recorder = recorder
+
+    def ask(self, answer: Answer, *args) -> str:
+        """The name `answer(block, file, *args)` gives, recorded when the block's code is to be shared."""
+        if self._recorder is None:
+            return answer(self.block, self.file, *args)
+        return self._recorder.ask(answer, *args)
 
     def type(self, port: str):
         """Type of input `port`, else of output `port`."""
-        return self.stage.in_types.get(port) or self.stage.out_types[port]
+        return self._stage.in_types.get(port) or self._stage.out_types[port]
 
     def dim(self, port: str, axis: int) -> str:
         return self.file.expr(self.type(port).shape[axis].text)
@@ -193,7 +210,7 @@ class BodyCtx:
         return self.file.expr(self.dims.dim(text).text)
 
     def axis(self, var_name: str):
-        return next(a for a in self.block.domain if a.var == var_name)
+        return block_axis(self.block, var_name)
 
     def tile(self, var_name: str) -> str:
         """Constant holding the size of this program's tile of domain axis `var_name` (backends that run
@@ -202,22 +219,44 @@ class BodyCtx:
 
     def stride(self, var_name: str) -> str:
         """Constant holding the step between tiles of domain axis `var_name` (the full tile size)."""
-        return self.file.tile(self.block, self.axis(var_name))
+        return self.ask(axis_tile, var_name)
 
     def size(self, param: str) -> int:
         """The size chosen for tile param `param` of this stage (explicit or defaulted)."""
-        return self.stage.tiles[param].size
+        return self._stage.tiles[param].size
 
     def const(self, suffix: str, value, comment: str = "") -> str:
-        return self.file.const((self.stage.id, suffix), f"{self.stage.id.upper()}_{suffix}", value, comment)
+        return self.ask(stage_const, self._index, suffix, value, comment)
 
     def show(self, code: str) -> str:
-        """`code` with final names (for tools that read tile bodies, such as fault injection)."""
+        """`code` with final names (for tools that read tile bodies, such as fault injection: the block's
+        code then depends on its names, and is not shared)."""
+        self._not_shared()
         return self.file.table.show(code)
 
     def hide(self, code: str) -> str:
         """Inverse of `show`."""
+        self._not_shared()
         return self.file.table.hide(code)
+
+    def _not_shared(self) -> None:
+        if self._recorder is not None:
+            self._recorder.shareable = False
+
+
+def block_axis(block, var_name: str):
+    return next(a for a in block.domain if a.var == var_name)
+
+
+def axis_tile(block, file: FileContext, var_name: str, per: str = "program") -> str:
+    """Request: the tile-size constant of the block's axis `var_name`."""
+    return file.tile(block, block_axis(block, var_name), per)
+
+
+def stage_const(block, file: FileContext, index: int, suffix: str, value, comment: str) -> str:
+    """Request: the constant `suffix` of the block's stage `index` (`<STAGE>_<SUFFIX>`)."""
+    stage = block.stages[index]
+    return file.const((stage.id, suffix), f"{stage.id.upper()}_{suffix}", value, comment)
 
 
 def indent(lines: list[str], n: int) -> list[str]:

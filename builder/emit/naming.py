@@ -99,17 +99,18 @@ class NameTable:
         self.final: list[str] = []
         self.taken: set[str] = set(RESERVED) | set(taken)  # every name the file defines or reads
         self._keys: dict[object, str] = {}
-        self._placeholders: dict[str, int] = {}  # placeholder -> its index in `final`
+        self._placeholders: dict[str, str] = {}  # placeholder -> its final name
         self._numbered: dict[str, str] = {}  # a placeholder's number, as text -> its final name
         self._final_of = self._numbered.__getitem__  # mapped over a split's numbers: no Python loop per name
         self._resolved: set[str] = set()  # numbers of the placeholders `resolve` has replaced
+        self._fixed: set[str] = set()  # placeholders of user names
 
     def _new(self, final: str) -> str:
+        number = str(len(self.final))
         self.final.append(final)
-        number = str(len(self.final) - 1)
         self._numbered[number] = final
         placeholder = f"__m{number}__"
-        self._placeholders[placeholder] = len(self.final) - 1
+        self._placeholders[placeholder] = final
         return placeholder
 
     def fixed(self, n: str) -> str:
@@ -117,8 +118,13 @@ class NameTable:
         key = ("fixed", n)
         if key not in self._keys:
             self._keys[key] = self._new(name(n))
+            self._fixed.add(self._keys[key])
             self.taken.add(n)
         return self._keys[key]
+
+    def is_fixed(self, placeholder: str) -> bool:
+        """`placeholder` stands for a user name (one name in every function of the file)."""
+        return placeholder in self._fixed
 
     def claimed(self, key: object) -> str | None:
         """Placeholder of `key` when claimed already (callers asking often skip making a preferred name)."""
@@ -129,7 +135,10 @@ class NameTable:
         `preferred_2`, `_3`..."""
         if key in self._keys:
             return self._keys[key]
-        candidate = next((c for c in (preferred,) + alternatives if c not in self.taken), None)
+        if preferred not in self.taken:  # the usual case, without looking at the alternatives
+            candidate: str | None = preferred
+        else:
+            candidate = next((c for c in alternatives if c not in self.taken), None)
         n = 1
         while candidate is None or candidate in self.taken:
             n += 1
@@ -146,7 +155,7 @@ class NameTable:
     def show(self, code: str) -> str:
         """`code` with every placeholder replaced by its final name."""
         if code in self._placeholders:  # one name alone (interfaces ask for each argument)
-            return self.final[self._placeholders[code]]
+            return self._placeholders[code]
         parts = PLACEHOLDER.split(code)  # text, number, text, ...: no Python call per placeholder
         parts[1::2] = map(self._final_of, parts[1::2])
         return "".join(parts)
@@ -156,10 +165,27 @@ class NameTable:
         by_name = {final: f"__m{i}__" for i, final in enumerate(self.final)}
         return _WORD.sub(lambda m: by_name.get(m.group(0), m.group(0)), code)
 
+    def name_of(self, placeholder: str) -> str:
+        """The final name of one placeholder."""
+        return self._placeholders[placeholder]
+
+    def mark_resolved(self, placeholders: Iterable[str]) -> None:
+        """Count `placeholders` as used, for code resolved without `resolve` (see template.Template)."""
+        self._resolved.update(p[3:-2] for p in placeholders)
+
     def used(self) -> set[str]:
         """Final names of the placeholders in the code resolved so far (recorded by `resolve`, which
         splits every function anyway: a search of the whole file again cost more)."""
         return set(map(self._final_of, self._resolved))
+
+    def substitute(self, chunk: str) -> str:
+        """Final code of a function whose every name comes from this table (it has no locals of its own,
+        so nothing can need renaming): placeholders replaced, and counted as used."""
+        parts = PLACEHOLDER.split(chunk)
+        numbers = parts[1::2]
+        self._resolved.update(numbers)
+        parts[1::2] = map(self._final_of, numbers)
+        return "".join(parts)
 
     def resolve(self, chunk: str) -> str:
         """Final code of one function (or statement group): plain locals that equal the final name of a
@@ -172,7 +198,7 @@ class NameTable:
         plain = "".join(parts[0::2])
         # a block kernel's few names: a search each (most are not even substrings) beats listing every word;
         # a launcher reads every buffer
-        words = None if len(finals) <= 32 else _word_set(plain)
+        words = None if len(finals) <= 32 else word_set(plain)
         if words is None:
             clash = {name for name in finals if name in plain and _has_word(plain, name)}
         else:
@@ -285,7 +311,7 @@ def _word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_"  # what `\w` matches
 
 
-def _word_set(text: str) -> set[str]:
+def word_set(text: str) -> set[str]:
     """The runs of word characters in `text` (what `_RUN` finds): in ASCII text, by turning every other
     character into a space and splitting, several times faster than the regular expression."""
     return set(text.translate(_NOT_WORD).split()) if text.isascii() else set(_RUN.findall(text))

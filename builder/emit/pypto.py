@@ -120,25 +120,25 @@ class PyptoCtx(BodyCtx):
         return axis.tail if var_name in self._sizes else axis.tile
 
     def src(self, port: str) -> str:
-        return self._names.view(self.stage.inputs[port], self.stage.in_types[port])
+        return self._names.view(self._stage.inputs[port], self._stage.in_types[port])
 
     def dst(self, port: str) -> str:
-        return self._names.view(self.stage.ref(port))
+        return self._names.view(self._stage.ref(port))
 
     def private(self, name: str) -> str:
         """2-D view of the stage's private tensor `name` (handed between its phases)."""
-        return self._names.view(self.stage.private_ref(name))
+        return self._names.view(self._stage.private_ref(name))
 
     def scalar_src(self, port: str) -> str:
         """The input as declared (N-D), for `pl.read` of scalars."""
-        if port in self.stage.spec.reshape:
+        if port in self._stage.spec.reshape:
             raise ValueError(f"input `{port}` is reshaped: its scalars are read with the declared shape's indices")
-        return self._names.base(self.stage.inputs[port])
+        return self._names.base(self._stage.inputs[port])
 
     def local(self, name: str) -> str:
         """The stage's local `name`; in a block's later loop nests (partial tiles) suffixed with the nest:
         the `pl` parser's scope is the whole function, and a name keeps one shape there."""
-        return self._names.local(self.stage.id, name + self._nest)
+        return self._names.local(self._stage.id, name + self._nest)
 
     def first_row(self, var: str = "hb", outer: str = "t", port: Optional[str] = None) -> str:
         """Local holding the first view row of this tile of axis `var` (rows `outer * extent + ...`),
@@ -161,7 +161,7 @@ class PyptoCtx(BodyCtx):
         however many loop nests the block's partial tiles need)."""
         lines = [f"{name} = pl.create_tensor([{', '.join(shape)}], dtype={pl_code(dtype)})"
                  for name, shape, dtype in buffers]
-        hint = naming.string(f"{self.stage.id}_constants")
+        hint = naming.string(f"{self._stage.id}_constants")
         lines += [f"with pl.at(level=pl.Level.CORE_GROUP, name_hint={hint}):"] + indent(body, 4)
         if not _contains(self._setup, lines):
             self._setup += lines
@@ -179,7 +179,7 @@ class PyptoCtx(BodyCtx):
 
     def cast(self, code: str, port: str) -> str:
         """fp32 tile -> the dtype of output `port`, rounding to nearest even like the golden."""
-        dtype = self.stage.out_types[port].dtype
+        dtype = self._stage.out_types[port].dtype
         if dtype is DType.fp32:
             return code
         return f"pl.cast({code}, target_type={pl_code(dtype)}, mode=\"rint\")"

@@ -18,9 +18,10 @@ from ..spec import DType
 from ..stage_api import next_pow2
 from ..stagefault import in_stage
 from . import naming
-from .common import (WIDTH, BodyCtx, FileContext, default_var, docstring, header, indent, spec_label,
+from .common import (WIDTH, BodyCtx, FileContext, axis_tile, default_var, docstring, header, indent, spec_label,
                      tuple_code, wrap, wrap_long_lines)
 from .naming import NameTable
+from .template import Recorder, Template, block_key
 
 NAME = "triton"
 
@@ -54,23 +55,24 @@ def ptr(names: NameTable, ref: str) -> str:
 class TritonCtx(BodyCtx):
     """Triton specifics: pointer arguments, helper functions, casts with explicit rounding."""
 
-    def __init__(self, stage: Stage, block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: set[str]):
-        super().__init__(stage, block, tg, file)
+    def __init__(self, stage: Stage, block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: set[str],
+                 recorder: Optional[Recorder] = None):
+        super().__init__(stage, block, tg, file, recorder)
         self._helpers = helpers
         self._masked: set[str] = set()  # index names that have a `<name>_ok` mask
         self._widths: dict[str, str] = {}  # span name -> its length as code
 
     def src(self, port: str) -> str:
         """Pointer argument of input `port`."""
-        return ptr(self.names, self.stage.inputs[port])
+        return self.ask(_input_ptr, self._index, port)
 
     def dst(self, port: str) -> str:
         """Pointer argument of output `port`."""
-        return ptr(self.names, self.stage.ref(port))
+        return self.ask(_output_ptr, self._index, port)
 
     def private(self, name: str) -> str:
         """Pointer argument of the stage's private tensor `name` (handed between its phases)."""
-        return ptr(self.names, self.stage.private_ref(name))
+        return self.ask(_private_ptr, self._index, name)
 
     def helper(self, name: str) -> str:
         self._helpers.add(name)
@@ -132,7 +134,7 @@ class TritonCtx(BodyCtx):
 
     def cast_for(self, port: str, code: str) -> str:
         """Code converting an fp32 tile to the dtype stored at output `port`."""
-        dtype = self.stage.out_types[port].dtype
+        dtype = self._stage.out_types[port].dtype
         if dtype is DType.bf16:
             return f"{self.helper('round_bf16')}({code})"
         return code if dtype is DType.fp32 else f"{code}.to({triton_code(dtype)})"
@@ -143,20 +145,71 @@ def block_refs(block: LoopBlock) -> list[str]:
     return list(block.reads + block.writes + block.scratch)
 
 
+# --- requests: the names a block kernel asks for, by what they are to the block (see template.py) ------
+
 def _kernel_name(block: LoopBlock, file: FileContext) -> str:
     key = ("block", block.index)
     return file.table.claimed(key) or file.table.claim(key, f"block{block.index}_{block.name}")
 
 
-def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: set[str]) -> str:
+def _argument(block: LoopBlock, file: FileContext, index: int) -> str:
+    return ptr(file.table, block_refs(block)[index])
+
+
+def _input_ptr(block: LoopBlock, file: FileContext, stage: int, port: str) -> str:
+    return ptr(file.table, block.stages[stage].inputs[port])
+
+
+def _output_ptr(block: LoopBlock, file: FileContext, stage: int, port: str) -> str:
+    return ptr(file.table, block.stages[stage].ref(port))
+
+
+def _private_ptr(block: LoopBlock, file: FileContext, stage: int, name: str) -> str:
+    return ptr(file.table, block.stages[stage].private_ref(name))
+
+
+def _kernel_doc(block: LoopBlock, file: FileContext, programs: str) -> str:
+    """`programs`: the docstring's lines on the domain (one text for every block of a kind)."""
     ops = ", ".join(f"{s.id} ({s.op.name})" for s in block.stages)
+    return file.table.text(f'"""Loop block {block.index}: {ops}.\n\n{programs}\n    """')
+
+
+def _programs_doc(block: LoopBlock) -> str:
+    return "\n".join(wrap(naming.docstring_text(f"One program per point of: {block.describe_domain()}."), WIDTH,
+                          initial_indent="    ", subsequent_indent="    "))
+
+
+def _stage_comment(block: LoopBlock, file: FileContext, stage: int) -> str:
+    s = block.stages[stage]
+    return file.table.text(f"# stage {s.id} ({s.op.name}), {naming.comment(spec_label(s.loc.file))}:{s.loc.line}")
+
+
+def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: set[str], kinds: dict) -> str:
+    """A block's kernel, final code: written, or filled in from the code of an alike block written before
+    (`kinds`: block key -> template)."""
+    refs = block_refs(block)
+    key = block_key(block, refs)
+    if key in kinds:
+        helpers |= kinds[key].helpers
+        return kinds[key].fill(block, file)
+    recorder, used = Recorder(block, file), set[str]()
+    code = _write_block_kernel(block, tg, file, used, recorder, len(refs))
+    helpers |= used
+    template = recorder.template(code, file.table, frozenset(used))
+    if template is not None:
+        kinds[key] = template
+    return file.table.resolve(code)
+
+
+def _write_block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: set[str], recorder: Recorder,
+                        arguments: int) -> str:
+    ask = recorder.ask
     lines = ["@triton.jit",
-             f"def {_kernel_name(block, file)}({', '.join(ptr(file.table, r) for r in block_refs(block))}):"]
-    doc = [f'"""Loop block {block.index}: {ops}.', ""]
-    doc += wrap(naming.docstring_text(f"One program per point of: {block.describe_domain()}."), WIDTH,
-                initial_indent="    ", subsequent_indent="    ") + ['    """']
-    lines.append("    " + file.table.text("\n".join(doc)))
-    file.add_tile_constants(block, "program")
+             f"def {ask(_kernel_name)}({', '.join(ask(_argument, i) for i in range(arguments))}):",
+             "    " + ask(_kernel_doc, _programs_doc(block))]
+    for axis in block.domain:
+        if axis.tile != 1:
+            ask(axis_tile, axis.var)
     lead = len(block.domain) - 2 if len(block.domain) > 3 else 1  # a grid has 3 axes: fold the leading ones
     if lead > 1:
         lines.append(f"    pid = tl.program_id(0)  # {', '.join(a.var for a in block.domain[:lead])}, folded")
@@ -170,10 +223,9 @@ def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: 
     for n, stage in enumerate(block.stages):
         if n:
             lines.append("    tl.debug_barrier()  # the next stage reads this program's stores")
-        lines.append(f"    # stage {stage.id} ({stage.op.name}), "
-                     f"{naming.comment(spec_label(stage.loc.file))}:{stage.loc.line}")
+        lines.append("    " + ask(_stage_comment, n))
         with in_stage(stage.id, stage.op.name, stage.loc, "writing its Triton tile body"):
-            body = stage.op.triton(TritonCtx(stage, block, tg, file, helpers))
+            body = stage.op.triton(TritonCtx(stage, block, tg, file, helpers, recorder))
         lines += indent(body, 4)
     return "\n".join(lines)
 
@@ -199,6 +251,9 @@ def _shape(t, file: FileContext) -> str:
 
 
 def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext) -> str:
+    """The function launching every block: its one local comes from the name table too (the final code
+    is then a substitution: no local of its own can meet an input's or buffer's name)."""
+    device = file.table.claim(("local", "device"), "device", "device_")
     var = {ref: file.table.fixed(ref) for ref in tg.inputs}
     for b in sched.blocks:
         for ref in b.writes + b.scratch:
@@ -209,11 +264,12 @@ def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext) -> str:
         "    Returns the kernel outputs by name, and every buffer the blocks wrote, keyed `stage.port`.",
         '    """',
         "    check_inputs(locals())",
-        f"    device = {var[next(iter(tg.inputs))]}.device"]
+        f"    {device} = {var[next(iter(tg.inputs))]}.device"]
     for b in sched.blocks:
         for ref in b.writes + b.scratch:
             t = tg.types[ref]
-            lines.append(f"    {var[ref]} = torch.empty({_shape(t, file)}, dtype={torch_code(t.dtype)}, device=device)")
+            lines.append(f"    {var[ref]} = torch.empty({_shape(t, file)}, dtype={torch_code(t.dtype)}, "
+                         f"device={device})")
     for b in sched.blocks:
         lines.append(f"    {_kernel_name(b, file)}[{_grid(b, file)}]({', '.join(var[r] for r in block_refs(b))})")
     lines.append("    return {")
@@ -269,10 +325,11 @@ def emit_with_interfaces(tg: TypedGraph, sched: Schedule) -> tuple[str, list[Blo
 
 def _module(tg: TypedGraph, sched: Schedule) -> tuple[str, FileContext]:
     """The module's source, and the names it was written with."""
-    file, helpers = FileContext(tg), set[str]()
-    chunks = [_block_kernel(b, tg, file, helpers) for b in sched.blocks]
-    chunks += [_expected_inputs(tg, file), _input_check(), _launcher(tg, sched, file)]
-    body = [HELPERS[h] for h in sorted(helpers)] + [file.table.resolve(c) for c in chunks]  # first: dims used
+    file, helpers, kinds = FileContext(tg), set[str](), dict[tuple, Template]()
+    kernels = [_block_kernel(b, tg, file, helpers, kinds) for b in sched.blocks]
+    chunks = [file.table.resolve(_expected_inputs(tg, file)), _input_check(),
+              file.table.substitute(_launcher(tg, sched, file))]
+    body = [HELPERS[h] for h in sorted(helpers)] + kernels + chunks  # resolved first: the dims they use
     dim_lines, const_lines, shown = file.constant_lines(lambda n, v: f"tl.constexpr({naming.literal(v)})")
     head = [header(tg, NAME), docstring(tg, sched, shown, NOTE),
             "import torch\nimport triton\nimport triton.language as tl", "\n".join(dim_lines + const_lines)]
