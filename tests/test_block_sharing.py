@@ -58,14 +58,15 @@ def _never_shared(monkeypatch) -> None:
     monkeypatch.setattr(triton, "block_key", lambda block, refs: object())
 
 
-def _emit_both_ways(monkeypatch, tg, sched) -> tuple[str, str, list[str]]:
-    """(code with sharing, code without, names of the blocks filled in from another's code)."""
-    filled: list[str] = []
+def _emit_both_ways(monkeypatch, tg, sched) -> tuple[str, str, list[str], list[str]]:
+    """(code with sharing, code without, names of the blocks whose kernel was filled in from another's
+    code, and of those whose launcher lines were: their allocations, then their launches)."""
+    filled: list[tuple[str, bool]] = []
     fill = template.Template.fill
 
-    def noted(self, block, file):
-        filled.append(block.name)
-        return fill(self, block, file)
+    def noted(self, block, file, renames):
+        filled.append((block.name, renames))
+        return fill(self, block, file, renames)
 
     with monkeypatch.context() as m:
         m.setattr(template.Template, "fill", noted)
@@ -73,14 +74,15 @@ def _emit_both_ways(monkeypatch, tg, sched) -> tuple[str, str, list[str]]:
     with monkeypatch.context() as m:
         _never_shared(m)
         alone = triton.emit(tg, sched)
-    return shared, alone, filled
+    return shared, alone, [n for n, renames in filled if renames], [n for n, renames in filled if not renames]
 
 
 def test_only_alike_blocks_share_code_and_the_code_is_unchanged(monkeypatch):
     kernel = builder.load("mixed.yaml", text=MIXED)["k"]
-    shared, alone, filled = _emit_both_ways(monkeypatch, *kernel.typed())
+    shared, alone, filled, launcher = _emit_both_ways(monkeypatch, *kernel.typed())
     assert shared == alone
     assert filled == ["s2", "f2_f3"]  # s1 and the first fused pair are written; nothing else is alike
+    assert launcher == filled * 2
     assert kernel.verify("triton").ok
 
 
@@ -99,14 +101,15 @@ def test_sharing_leaves_every_kernel_unchanged(monkeypatch, path):
     lib = builder.load(path)
     for name in lib:
         for sizes in lib[name].spec.sizes:
-            shared, alone, _ = _emit_both_ways(monkeypatch, *lib[name].typed(sizes))
+            shared, alone, _, _ = _emit_both_ways(monkeypatch, *lib[name].typed(sizes))
             assert shared == alone, (name, sizes)
 
 
 def test_a_long_chain_writes_two_kernels_and_fills_the_rest(monkeypatch):
     kernel = builder.load("chain.yaml", text=build_speed.chain(40))["k"]
-    shared, alone, filled = _emit_both_ways(monkeypatch, *kernel.typed())
+    shared, alone, filled, launcher = _emit_both_ways(monkeypatch, *kernel.typed())
     assert shared == alone and filled == [f"s{i}" for i in range(2, 40)]  # s0 reads one tensor as both parts
+    assert launcher == filled * 2
 
 
 def test_a_body_edited_by_its_final_names_is_written_for_every_block(monkeypatch):
@@ -115,8 +118,9 @@ def test_a_body_edited_by_its_final_names_is_written_for_every_block(monkeypatch
     matched: set[str] = set()
     ops = faulty_ops("rope_apply", "triton", {"tl.load(s2_even_ptr": "tl.load(s2_odd_ptr"}, matched)
     kernel = builder.load("chain.yaml", text=build_speed.chain(5), ops=ops)["k"]
-    shared, alone, filled = _emit_both_ways(monkeypatch, *kernel.typed())
+    shared, alone, filled, launcher = _emit_both_ways(monkeypatch, *kernel.typed())
     assert matched and shared == alone and filled == []
+    assert launcher == ["s2", "s3", "s4"] * 2  # the launcher's lines do not come from the tile body
     assert shared.count("tl.load(s2_odd_ptr + pair)") == 2  # block s3 reads both parts from s2's odd one
 
 

@@ -95,6 +95,25 @@ def test_fast_wrap_is_textwrap():
                                                                 subsequent_indent=rest), (text, width)
 
 
+def test_string_literals_read_back_as_their_text():
+    """`naming.string` gives a double-quoted literal of any text, escapes included, that Python reads back
+    as the text (JSON's escapes would not: it writes characters beyond U+FFFF as surrogate pairs)."""
+    import ast
+    import random
+
+    from builder.emit.naming import string
+
+    rng = random.Random(0)
+    alphabet = ["a", "Z", "0", ".", " ", "_", "~", '"', "\\", "'", "\n", "\t", "\x00", "\x7f", "é", "\u2028", "😀"]
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        literal = string(text)
+        node = ast.parse(literal, mode="eval").body
+        assert literal.startswith('"') and literal.isascii() and isinstance(node, ast.Constant), literal
+        assert node.value == text, repr(text)
+    assert string("attn.o") == '"attn.o"' and string('a"b\\') == '"a\\"b\\\\"'
+
+
 def test_wrap_of_long_lines_matches_a_character_by_character_reference():
     """`common._wrap` keeps short arguments as they are and finds the `(` that matches the final `)`
     by visiting parentheses only; a plain per-character version must break every line the same way."""

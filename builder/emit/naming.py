@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import ast
 import functools
-import json
 import math
+import operator
 import re
 from typing import Iterable
 
@@ -22,6 +22,7 @@ from .. import expr
 from ..names import IDENTIFIER, RESERVED
 
 PLACEHOLDER = re.compile(r"__m(\d+)__")
+_NUMBER = operator.itemgetter(slice(3, -2))  # a placeholder's number
 _WORD = re.compile(r"\b[A-Za-z_]\w*\b")
 _RUN = re.compile(r"\w+")  # _WORD's words, and numbers (which never equal a name): found faster
 _NOT_WORD = {i: " " for i in range(128) if not (chr(i).isalnum() or chr(i) == "_")}  # ASCII that `\w` skips
@@ -30,8 +31,14 @@ _NOT_WORD = {i: " " for i in range(128) if not (chr(i).isalnum() or chr(i) == "_
 # --- literals -------------------------------------------------------------------------------------
 
 def string(text: str) -> str:
-    """A double-quoted Python string literal of any text (JSON escapes are Python escapes)."""
-    return json.dumps(str(text))
+    """A double-quoted Python string literal of any text: printable ASCII as it is (`"` and `\\` escaped),
+    everything else as Python's own escapes (`\\n`, `\\x00`, `\\u2028`, `\\U0001f600`)."""
+    text = str(text)
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'  # the usual case: names, `stage.port`
+    return '"' + "".join("\\" + ch if ch in '"\\' else ch if ch.isascii() and ch.isprintable() else ascii(ch)[1:-1]
+                         for ch in text) + '"'
+
 
 
 def literal(value) -> str:
@@ -102,6 +109,7 @@ class NameTable:
         self._placeholders: dict[str, str] = {}  # placeholder -> its final name
         self._numbered: dict[str, str] = {}  # a placeholder's number, as text -> its final name
         self._final_of = self._numbered.__getitem__  # mapped over a split's numbers: no Python loop per name
+        self.name_of = self._placeholders.__getitem__  # the final name of one placeholder
         self._resolved: set[str] = set()  # numbers of the placeholders `resolve` has replaced
         self._fixed: set[str] = set()  # placeholders of user names
 
@@ -165,13 +173,9 @@ class NameTable:
         by_name = {final: f"__m{i}__" for i, final in enumerate(self.final)}
         return _WORD.sub(lambda m: by_name.get(m.group(0), m.group(0)), code)
 
-    def name_of(self, placeholder: str) -> str:
-        """The final name of one placeholder."""
-        return self._placeholders[placeholder]
-
     def mark_resolved(self, placeholders: Iterable[str]) -> None:
         """Count `placeholders` as used, for code resolved without `resolve` (see template.Template)."""
-        self._resolved.update(p[3:-2] for p in placeholders)
+        self._resolved.update(map(_NUMBER, placeholders))
 
     def used(self) -> set[str]:
         """Final names of the placeholders in the code resolved so far (recorded by `resolve`, which

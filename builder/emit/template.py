@@ -62,13 +62,14 @@ def _ids(values: Mapping[str, Any]) -> tuple[tuple, tuple]:
 
 
 class Recorder:
-    """The requests of the block being written: each answered at once, and remembered by the name it
-    gave (so that a name asked for twice is one slot)."""
+    """The requests of the code being written for a block: each answered at once, and remembered by the
+    name it gave (so that a name asked for twice is one slot); and the helper functions it uses."""
 
     def __init__(self, block, file):
         self.block, self.file = block, file
         self.requests: list[tuple[Answer, tuple]] = []
         self.slots: dict[str, int] = {}  # placeholder -> the request that first gave it
+        self.helpers: set[str] = set()
         self.shareable = True
 
     def ask(self, answer: Answer, *args) -> str:
@@ -78,8 +79,8 @@ class Recorder:
             self.requests.append((answer, args))
         return placeholder
 
-    def template(self, code: str, table: NameTable, helpers: frozenset) -> Optional["Template"]:
-        """`code` (the block as written) with its requested names as slots; None when it holds a name
+    def template(self, code: str, table: NameTable) -> Optional["Template"]:
+        """`code` (as written for the block) with its requested names as slots; None when it holds a name
         neither requested nor a user name (those are the same in every block of the file)."""
         if not self.shareable:
             return None
@@ -96,35 +97,55 @@ class Recorder:
             else:
                 return None
         words = frozenset(word_set("".join(parts[0::2])))  # what `resolve` checks names against
-        resolved = None if not words.isdisjoint(map(table.name_of, fixed)) else tuple(map(table.show, texts))
-        return Template(tuple(texts), resolved, tuple(slots), tuple(self.requests), helpers, words, tuple(fixed))
+        return Template(tuple(texts), tuple(map(table.show, texts)), tuple(slots), tuple(self.requests),
+                        frozenset(self.helpers), words, tuple(fixed),
+                        words.isdisjoint(map(table.name_of, fixed)))
 
 
 @dataclass(frozen=True)
 class Template:
-    """A kind of block's code: text between slots (with user names as placeholders, and `resolved`: with
-    their final names, unless one of them meets a word of the code), the request filling each slot, the
-    helpers it uses, and the words of its text outside names."""
+    """A kind of block's code: the text between slots (with user names as placeholders; `shown`: with
+    their final names), the request filling each slot, the helpers it uses, the words of its text outside
+    names, and whether no user name is one of those words."""
 
     texts: tuple[str, ...]
-    resolved: Optional[tuple[str, ...]]
+    shown: tuple[str, ...]
     slots: tuple[int, ...]
     requests: tuple[tuple[Answer, tuple], ...]
     helpers: frozenset
     words: frozenset
     fixed: tuple[str, ...]
+    clean: bool
 
-    def fill(self, block, file) -> str:
+    def fill(self, block, file, renames: bool) -> str:
         """The final code of `block`, one of this kind: its requests answered in order, then resolved as
-        `NameTable.resolve` would, directly when no name meets a word of the code (nothing to rename)."""
+        `NameTable.resolve` would (`renames`: the code has locals of its own), directly when no name meets a
+        word of the code; else substituted as `NameTable.substitute` would."""
         answers = [answer(block, file, *args) for answer, args in self.requests]
         table = file.table
-        names = [table.name_of(a) for a in answers]
-        if self.resolved is not None and self.words.isdisjoint(names):
-            table.mark_resolved(self.fixed)
-            table.mark_resolved(answers)
-            return _interleave(self.resolved, self.slots, names)
-        return table.resolve(_interleave(self.texts, self.slots, answers))
+        names = list(map(table.name_of, answers))
+        if renames and not (self.clean and self.words.isdisjoint(names)):
+            return table.resolve(_interleave(self.texts, self.slots, answers))
+        table.mark_resolved(self.fixed)
+        table.mark_resolved(answers)
+        return _interleave(self.shown, self.slots, names)
+
+
+def written(kinds: dict, key: tuple, block, file, write: Callable[[Recorder], str],
+            renames: bool) -> tuple[str, frozenset]:
+    """The final code `write(recorder)` gives for `block` and the helpers it uses: written (its template
+    kept in `kinds` under `key`), or filled in from the template of an alike block written before.
+    `renames`: the code has locals of its own, which names may meet (else every name is requested)."""
+    template = kinds.get(key)
+    if template is not None:
+        return template.fill(block, file, renames), template.helpers
+    recorder = Recorder(block, file)
+    code = write(recorder)
+    template = recorder.template(code, file.table)
+    if template is not None:
+        kinds[key] = template
+    final = file.table.resolve(code) if renames else file.table.substitute(code)
+    return final, frozenset(recorder.helpers)
 
 
 def _interleave(texts: tuple[str, ...], slots: tuple[int, ...], names: list[str]) -> str:

@@ -21,7 +21,7 @@ from . import naming
 from .common import (WIDTH, BodyCtx, FileContext, axis_tile, default_var, docstring, header, indent, spec_label,
                      tuple_code, wrap, wrap_long_lines)
 from .naming import NameTable
-from .template import Recorder, Template, block_key
+from .template import Recorder, Template, block_key, written
 
 NAME = "triton"
 
@@ -184,28 +184,19 @@ def _stage_comment(block: LoopBlock, file: FileContext, stage: int) -> str:
     return file.table.text(f"# stage {s.id} ({s.op.name}), {naming.comment(spec_label(s.loc.file))}:{s.loc.line}")
 
 
-def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: set[str], kinds: dict) -> str:
-    """A block's kernel, final code: written, or filled in from the code of an alike block written before
-    (`kinds`: block key -> template)."""
-    refs = block_refs(block)
-    key = block_key(block, refs)
-    if key in kinds:
-        helpers |= kinds[key].helpers
-        return kinds[key].fill(block, file)
-    recorder, used = Recorder(block, file), set[str]()
-    code = _write_block_kernel(block, tg, file, used, recorder, len(refs))
-    helpers |= used
-    template = recorder.template(code, file.table, frozenset(used))
-    if template is not None:
-        kinds[key] = template
-    return file.table.resolve(code)
+def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, kinds: dict, key: int) -> tuple[str, frozenset]:
+    """A block's kernel, final code, and the helpers it uses: written, or filled in from the code of an
+    alike block written before (`kinds`: kind key -> template)."""
+    def write(recorder: Recorder) -> str:
+        return _write_block_kernel(block, tg, file, recorder)
+
+    return written(kinds, ("kernel", key), block, file, write, renames=True)
 
 
-def _write_block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, helpers: set[str], recorder: Recorder,
-                        arguments: int) -> str:
+def _write_block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, recorder: Recorder) -> str:
     ask = recorder.ask
     lines = ["@triton.jit",
-             f"def {ask(_kernel_name)}({', '.join(ask(_argument, i) for i in range(arguments))}):",
+             f"def {ask(_kernel_name)}({', '.join(ask(_argument, i) for i in range(len(block_refs(block))))}):",
              "    " + ask(_kernel_doc, _programs_doc(block))]
     for axis in block.domain:
         if axis.tile != 1:
@@ -225,53 +216,78 @@ def _write_block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, hel
             lines.append("    tl.debug_barrier()  # the next stage reads this program's stores")
         lines.append("    " + ask(_stage_comment, n))
         with in_stage(stage.id, stage.op.name, stage.loc, "writing its Triton tile body"):
-            body = stage.op.triton(TritonCtx(stage, block, tg, file, helpers, recorder))
+            body = stage.op.triton(TritonCtx(stage, block, tg, file, recorder.helpers, recorder))
         lines += indent(body, 4)
     return "\n".join(lines)
 
 
-def _trips(axis, file: FileContext, block: Optional[LoopBlock] = None) -> str:
-    """Programs along `axis` as code."""
+def _trips(axis, file: FileContext, tile: Optional[str] = None) -> str:
+    """Programs along `axis` as code (`tile`: the constant holding its tile size, for the launcher)."""
     if axis.tile == 1:
         return file.expr(axis.extent.text)
-    if block is None:
+    if tile is None:
         return f"(({file.expr(axis.extent.text)} + {axis.tile} - 1) // {axis.tile})"
-    return f"triton.cdiv({file.expr(axis.extent.text)}, {file.tile(block, axis)})"
-
-
-def _grid(block: LoopBlock, file: FileContext) -> str:
-    trips = [_trips(a, file, block) for a in block.domain]
-    if len(trips) > 3:  # the leading axes share grid axis 0 (the kernel unfolds them)
-        trips = [" * ".join(trips[:-2])] + trips[-2:]
-    return tuple_code(trips)
+    return f"triton.cdiv({file.expr(axis.extent.text)}, {tile})"
 
 
 def _shape(t, file: FileContext) -> str:
     return tuple_code([file.expr(d.text) for d in t.shape])
 
 
-def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext) -> str:
-    """The function launching every block: its one local comes from the name table too (the final code
-    is then a substitution: no local of its own can meet an input's or buffer's name)."""
-    device = file.table.claim(("local", "device"), "device", "device_")
-    var = {ref: file.table.fixed(ref) for ref in tg.inputs}
-    for b in sched.blocks:
-        for ref in b.writes + b.scratch:
-            var[ref] = file.table.claim(("buffer", ref), default_var(ref))
+# --- the launcher: one function, its lines for each block written once per kind of block ----------------
+
+def _device(block: LoopBlock, file: FileContext) -> str:
+    """The launcher's one local, from the name table too: no local of its own can meet an input's or
+    buffer's name, so its final code is a substitution, not a rename pass."""
+    return file.table.claim(("local", "device"), "device", "device_")
+
+
+def _variable(block: LoopBlock, file: FileContext, index: int) -> str:
+    """The launcher's variable holding the block's tensor `index`: a kernel input, or a buffer."""
+    ref = block_refs(block)[index]
+    if ref in file.tg.inputs:
+        return file.table.fixed(ref)
+    return file.table.claimed(("buffer", ref)) or file.table.claim(("buffer", ref), default_var(ref))
+
+
+def _allocations(block: LoopBlock, file: FileContext, ask) -> str:
+    """The buffers of the tensors the block writes (those after the ones it reads)."""
+    refs = block_refs(block)
+    return "\n".join(f"    {ask(_variable, i)} = torch.empty({_shape(t, file)}, dtype={torch_code(t.dtype)}, "
+                     f"device={ask(_device)})"
+                     for i in range(len(block.reads), len(refs)) for t in [file.tg.types[refs[i]]])
+
+
+def _launch(block: LoopBlock, file: FileContext, ask) -> str:
+    trips = [_trips(a, file, ask(axis_tile, a.var) if a.tile != 1 else None) for a in block.domain]
+    if len(trips) > 3:  # the leading axes share grid axis 0 (the kernel unfolds them)
+        trips = [" * ".join(trips[:-2])] + trips[-2:]
+    arguments = ", ".join(ask(_variable, i) for i in range(len(block_refs(block))))
+    return f"    {ask(_kernel_name)}[{tuple_code(trips)}]({arguments})"
+
+
+def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext, kinds: dict, keys: list[int]) -> str:
+    """`run`, final code: every name in it comes from the name table."""
+    table = file.table
+    device = table.claim(("local", "device"), "device", "device_")
+
+    def part(write, kind: str, block: LoopBlock, key: int) -> str:
+        return written(kinds, (kind, key, len(block.reads)), block, file, lambda r: write(block, file, r.ask),
+                       renames=False)[0]
+
+    allocations = [part(_allocations, "allocations", b, key) for b, key in zip(sched.blocks, keys)]
+    launches = [part(_launch, "launch", b, key) for b, key in zip(sched.blocks, keys)]
+    var = {ref: table.name_of(table.fixed(ref)) for ref in tg.inputs}
+    var.update((ref, table.name_of(table.claim(("buffer", ref), default_var(ref))))
+               for b in sched.blocks for ref in b.writes + b.scratch)
     lines = [f"def run({', '.join(['*'] + [var[n] for n in tg.inputs])}):",
         '    """Launch the loop blocks in schedule order on the inputs\' device.',
         "",
         "    Returns the kernel outputs by name, and every buffer the blocks wrote, keyed `stage.port`.",
         '    """',
         "    check_inputs(locals())",
-        f"    {device} = {var[next(iter(tg.inputs))]}.device"]
-    for b in sched.blocks:
-        for ref in b.writes + b.scratch:
-            t = tg.types[ref]
-            lines.append(f"    {var[ref]} = torch.empty({_shape(t, file)}, dtype={torch_code(t.dtype)}, "
-                         f"device={device})")
-    for b in sched.blocks:
-        lines.append(f"    {_kernel_name(b, file)}[{_grid(b, file)}]({', '.join(var[r] for r in block_refs(b))})")
+        f"    {table.name_of(device)} = {var[next(iter(tg.inputs))]}.device"]
+    lines += [a for a in allocations if a] + launches
     lines.append("    return {")
     lines += [f"        {naming.string(name)}: {var[ref]}," for name, ref in tg.outputs.items()]
     lines += [f"        {naming.string(ref)}: {var[ref]}," for b in sched.blocks for ref in b.writes + b.scratch]
@@ -326,9 +342,15 @@ def emit_with_interfaces(tg: TypedGraph, sched: Schedule) -> tuple[str, list[Blo
 def _module(tg: TypedGraph, sched: Schedule) -> tuple[str, FileContext]:
     """The module's source, and the names it was written with."""
     file, helpers, kinds = FileContext(tg), set[str](), dict[tuple, Template]()
-    kernels = [_block_kernel(b, tg, file, helpers, kinds) for b in sched.blocks]
+    numbered: dict[tuple, int] = {}  # block key -> the number of its kind (hashed once per block)
+    keys = [numbered.setdefault(block_key(b, block_refs(b)), len(numbered)) for b in sched.blocks]
+    kernels = []
+    for block, key in zip(sched.blocks, keys):
+        code, used = _block_kernel(block, tg, file, kinds, key)
+        kernels.append(code)
+        helpers |= used
     chunks = [file.table.resolve(_expected_inputs(tg, file)), _input_check(),
-              file.table.substitute(_launcher(tg, sched, file))]
+              _launcher(tg, sched, file, kinds, keys)]
     body = [HELPERS[h] for h in sorted(helpers)] + kernels + chunks  # resolved first: the dims they use
     dim_lines, const_lines, shown = file.constant_lines(lambda n, v: f"tl.constexpr({naming.literal(v)})")
     head = [header(tg, NAME), docstring(tg, sched, shown, NOTE),
