@@ -247,6 +247,7 @@ class _GraphBuilder:
 
     def wire_stages(self) -> None:
         above: set[str] = set()
+        edges: list[tuple[str, str, dict]] = []  # added at once, in order (one edge per pair: the last wins)
         for sid, (op, _) in self.parsed.items():
             st, ports = self.spec.stages[sid], self.ports[sid]
             for port in ports:
@@ -259,9 +260,9 @@ class _GraphBuilder:
                                     self.where(("stages", sid, "in", port), True),
                                     did_you_mean(port, ports) or f"its ports: {', '.join(ports)}")
                 elif ref in self.input_types:
-                    self.g.add_edge(f"input:{ref}", f"stage:{sid}", ref=ref, port=port)
+                    edges.append((f"input:{ref}", f"stage:{sid}", {"ref": ref, "port": port}))
                 elif ref in self.producers:
-                    self.g.add_edge(f"stage:{self.producers[ref]}", f"stage:{sid}", ref=ref, port=port)
+                    edges.append((f"stage:{self.producers[ref]}", f"stage:{sid}", {"ref": ref, "port": port}))
                     self.forward = self.forward and self.producers[ref] in above
                 elif not _from_broken(ref, self.broken, self.spec, self.ops):  # else: it has its own error
                     self.sink.error("unknown-ref", f"stage `{sid}` input `{port}` reads `{ref}`, which no kernel "
@@ -270,6 +271,7 @@ class _GraphBuilder:
                                     did_you_mean(ref, list(self.input_types) + list(self.producers))
                                     or "write a kernel input name or `stage_id.output_port`")
             above.add(sid)
+        self.g.add_edges_from(edges)
 
     def wire_outputs(self) -> None:
         for name, out in self.spec.outputs.items():
@@ -339,7 +341,7 @@ class _GraphBuilder:
                 return
             ins = read
         stage_loc = self.where(("stages", sid), True)
-        key = (op, id(params), tuple((port, id(t)) for port, t in ins.items()))  # params and types: shared objects
+        key = (op, id(params), tuple(ins), tuple(map(id, ins.values())))  # params and types: shared objects
         try:
             if key not in self._inferred:
                 with in_stage(sid, op.name, stage_loc, "inferring its types and tiles", (StageError, expr.ExprError)):

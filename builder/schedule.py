@@ -62,7 +62,7 @@ def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, 
     phases = {}
     computed: dict[tuple, tuple] = {}  # alike stages (the same op, params and input type objects) share one
     for sid, st in tg.stages.items():
-        key = (st.op, id(st.params), tuple((port, id(t)) for port, t in st.in_types.items()))
+        key = (st.op, id(st.params), tuple(st.in_types), tuple(map(id, st.in_types.values())))
         if key not in computed:
             with in_stage(sid, st.op.name, st.loc, "computing its iteration domain"):
                 computed[key] = (st.op.domain(st.in_types, st.params, tg.dims),
@@ -125,11 +125,11 @@ def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, 
         else:
             groups.append([sid])
 
-    readers: dict[str, set[int]] = {}
+    last_reader: dict[str, int] = {}  # the last block reading each tensor (groups are in topological order)
     for bi, members in enumerate(groups):
         for sid in members:
             for ref in tg.stages[sid].inputs.values():
-                readers.setdefault(ref, set()).add(bi)
+                last_reader[ref] = bi
     outputs = set(tg.outputs.values())
     rank = _ref_order(tg)
     blocks: list[LoopBlock] = []
@@ -138,7 +138,7 @@ def make_schedule(tg: TypedGraph, sink: DiagnosticSink, where: Callable[[tuple, 
         inside = set(made)
         reads = sorted({ref for sid in members for ref in tg.stages[sid].inputs.values() if ref not in inside},
                        key=rank.__getitem__)
-        writes = [r for r in made if r in outputs or readers.get(r, set()) - {bi}]
+        writes = [r for r in made if r in outputs or last_reader.get(r, bi) > bi]  # read by a later block
         scratch = [r for r in made if r not in writes]
         if phases[members[0]]:
             blocks += _phase_blocks(len(blocks), tg.stages[members[0]], phases[members[0]], set(writes), scratch)

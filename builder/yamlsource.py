@@ -155,6 +155,7 @@ class _Builder:
         self._resolver = yaml.resolver.Resolver()
         self._constructor = yaml.constructor.SafeConstructor()
         self._scalars: dict[tuple, Any] = {}
+        self.documents = 0
 
     # --- locations and budget ----------------------------------------------------------------------
     def _note(self, kind: str, path: Path, loc: Location, overwrite: bool = False) -> None:
@@ -311,7 +312,8 @@ class _Builder:
         return value
 
     def start(self, ev, kind: type) -> None:
-        loc = _loc(self.file, ev.start_mark)
+        mark = ev.start_mark
+        loc = _TUPLE(Location, (self.file, mark.line + 1, mark.column + 1)) if mark else Location(self.file, 1, 1)
         what = "mapping" if kind is dict else "list"
         if ev.tag not in _COLLECTION_TAGS:
             self.sink.error("bad-tag", f"tag `{ev.tag}` is not allowed on a {what}", loc, "remove the tag")
@@ -319,20 +321,23 @@ class _Builder:
             self.sink.error("too-deep", f"the document nests deeper than {MAX_DEPTH} levels", loc,
                             "a kernel spec needs only a few levels of nesting")
             raise _Abort
-        if self._in_key_position():
+        top = self.stack[-1] if self.stack else None
+        if top is not None and top.key is _NO_KEY and type(top.value) is dict:
             self.sink.error("wrong-type", f"a {what} cannot be a mapping key", loc, "keys are plain names or numbers")
-            self.stack[-1].key = _BAD_KEY
-        self._count(1, loc)
+            top.key = _BAD_KEY
+        self.cost += 1
         path = self._next_path()
-        merge_source = bool(self.stack) and self.stack[-1].key is _MERGE
+        merge_source = top is not None and top.key is _MERGE
         if ev.anchor is not None or merge_source:
             self.recording += 1
             if ev.anchor is not None:
                 self.anchors[ev.anchor] = _Anchor(None, 0, [], open=True)
         self.stack.append(_Frame(kind(), path, loc, ev.anchor, len(self.log), self.cost - 1, merge_source))
-        self._note("v", path, loc)
+        if self.recording:
+            self.log.append(("v", path, loc))
+        self.src.values.setdefault(path, loc)
 
-    def end(self) -> None:
+    def end(self, ev=None) -> None:
         frame = self.stack.pop()
         value = frame.value
         if frame.merges:
@@ -396,26 +401,23 @@ class _Builder:
 
     def run(self, loader) -> None:
         """Consume `loader`'s events (what `yaml.parse` yields, without a generator step per event)."""
-        documents = 0
-        scalar, ScalarEvent, more, get = self.scalar, yaml.ScalarEvent, loader.check_event, loader.get_event
+        handle = {yaml.ScalarEvent: self.scalar, yaml.MappingStartEvent: lambda ev: self.start(ev, dict),
+                  yaml.SequenceStartEvent: lambda ev: self.start(ev, list), yaml.MappingEndEvent: self.end,
+                  yaml.SequenceEndEvent: self.end, yaml.AliasEvent: self.alias,
+                  yaml.DocumentStartEvent: self.document}.get
+        more, get = loader.check_event, loader.get_event
         while more():
             ev = get()
-            if type(ev) is ScalarEvent:
-                scalar(ev)
-            elif isinstance(ev, yaml.MappingStartEvent):
-                self.start(ev, dict)
-            elif isinstance(ev, yaml.SequenceStartEvent):
-                self.start(ev, list)
-            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                self.end()
-            elif isinstance(ev, yaml.AliasEvent):
-                self.alias(ev)
-            elif isinstance(ev, yaml.DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    self.sink.error("yaml-syntax", "the file holds more than one YAML document",
-                                    _loc(self.file, ev.start_mark), "remove the `---` separators after the first")
-                    raise _Abort
+            handler = handle(type(ev))
+            if handler is not None:  # stream start and end, document end: nothing to do
+                handler(ev)
+
+    def document(self, ev) -> None:
+        self.documents += 1
+        if self.documents > 1:
+            self.sink.error("yaml-syntax", "the file holds more than one YAML document",
+                            _loc(self.file, ev.start_mark), "remove the `---` separators after the first")
+            raise _Abort
 
 
 def parse(text: str, file: str) -> Source:
