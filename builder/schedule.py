@@ -5,6 +5,7 @@ with the same iteration domain whose in-group edges are pointwise in that domain
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -28,6 +29,11 @@ class LoopBlock:
     @property
     def name(self) -> str:
         return "_".join(s.id for s in self.stages) + (f"_{self.phase.name}" if self.phase else "")
+
+    @functools.cached_property  # asked for each name a block's code requests
+    def tensors(self) -> tuple[str, ...]:
+        """Every tensor the block touches, in a fixed order: what it reads, writes, and keeps to itself."""
+        return self.reads + self.writes + self.scratch
 
     def describe_domain(self) -> str:
         return " x ".join(a.describe() for a in self.domain)

@@ -10,7 +10,7 @@ import functools
 import os
 import re
 import textwrap
-from typing import Optional
+from typing import Callable, Optional
 
 from ..graph import PRIVATE, TypedGraph
 from ..schedule import Schedule
@@ -57,6 +57,11 @@ class FileContext:
             self.table.fixed(n)
         self.constants: dict[str, tuple[object, str]] = {}  # placeholder -> (value, comment)
         self._exprs: dict[str, str] = {}
+        self._cwd = os.getcwd()  # one directory for the whole file (labels are asked for each stage)
+
+    def label(self, spec_file: str) -> str:
+        """`spec_label(spec_file)`."""
+        return _label(spec_file, self._cwd)
 
     def expr(self, text) -> str:
         """Code of a dim expression (dims as placeholders)."""
@@ -142,8 +147,10 @@ def _item(head: str, text: str) -> list[str]:
     return wrap(f"{head} {text}", WIDTH, initial_indent="    ", subsequent_indent="        ")
 
 
-def docstring(tg: TypedGraph, sched: Schedule, constants: list[tuple[str, str, object]], backend_note: str) -> str:
-    """Module docstring listing every parameter, output, derived constant and loop block."""
+def docstring(tg: TypedGraph, sched: Schedule, constants: list[tuple[str, str, object]], backend_note: str,
+              label: Callable[[str], str] = spec_label) -> str:
+    """Module docstring listing every parameter, output, derived constant and loop block (`label`: how
+    it names the spec file)."""
     spec = tg.spec
     lines = textwrap.wrap(" ".join(spec.doc.split()), WIDTH - 3) + [""] + backend_note.splitlines()
     lines += ["", "Parameters:"]
@@ -160,7 +167,7 @@ def docstring(tg: TypedGraph, sched: Schedule, constants: list[tuple[str, str, o
     lines += ["", "Loop blocks, in schedule order:"]
     described: dict[int, str] = {}  # alike blocks share one domain object (and its text)
     for b in sched.blocks:
-        ops = ", ".join(f"{s.id} ({s.op.name}, {spec_label(s.loc.file)}:{s.loc.line})" for s in b.stages)
+        ops = ", ".join(f"{s.id} ({s.op.name}, {label(s.loc.file)}:{s.loc.line})" for s in b.stages)
         if id(b.domain) not in described:
             described[id(b.domain)] = b.describe_domain()
         lines += _item(f"{b.index}. {ops}:", described[id(b.domain)])
@@ -316,7 +323,10 @@ def _wrap(line: str) -> list[str]:
     if open_at <= 0 or len(args) < 2:
         return lines + [pad + code + comma]
     inner = pad + "    "
-    body = [line for a in args for line in _wrap(f"{inner}{a},")]
+    body = []
+    for a in args:  # an argument that fits (most of them) is kept as it is, without a call
+        item = f"{inner}{a},"
+        body += [item] if len(item) <= WIDTH and "  # " not in item else _wrap(item)
     return lines + [pad + code[: open_at + 1]] + body + [pad + ")" + comma]
 
 

@@ -25,8 +25,7 @@ from ..dtypes import pl_code, torch_code
 from ..stage_api import TensorType
 from ..stagefault import in_stage
 from . import naming
-from .common import (BodyCtx, FileContext, default_var, docstring, docstring_literal, header, indent, spec_label,
-                     wrap_long_lines)
+from .common import (BodyCtx, FileContext, default_var, docstring, docstring_literal, header, indent, wrap_long_lines)
 
 NAME = "pypto"
 NOTE = ("Backend: PyPTO (`pl`). Derived constants (RoPE lane indices) are built inside the program;\n"
@@ -215,7 +214,7 @@ def _loops(block: LoopBlock, file: FileContext, last: dict[str, bool]) -> list[s
 
 
 def _block(block: LoopBlock, tg: TypedGraph, file: FileContext, names: Names) -> list[str]:
-    ops = ", ".join(f"{s.id} ({s.op.name}, {naming.comment(spec_label(s.loc.file))}:{s.loc.line})"
+    ops = ", ".join(f"{s.id} ({s.op.name}, {naming.comment(file.label(s.loc.file))}:{s.loc.line})"
                     for s in block.stages)
     lines = [f"# Loop block {block.index}: {ops}", f"# {naming.comment(block.describe_domain())}"]
     file.add_tile_constants(block, "task")
@@ -452,7 +451,7 @@ def emit(tg: TypedGraph, sched: Schedule, seed: int = 0) -> str:
     chunks = [kernel, golden_fns, golden, init_fns, harness] + [c for c in [_comparators(tg)] if c] + [_main(tg, file)]
     body = [file.table.resolve(c) for c in chunks]  # first: dims used
     dim_lines, const_lines, shown = file.constant_lines(lambda n, v: naming.literal(v))
-    head = [header(tg, NAME), docstring(tg, sched, shown, NOTE), "import pypto.language as pl",
+    head = [header(tg, NAME), docstring(tg, sched, shown, NOTE, file.label), "import pypto.language as pl",
             "\n".join([f"# dims (sizes {naming.name(tg.dims.size_set)})"] + dim_lines
                       + ["", "# tiling and stage constants"] + const_lines)]
     return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n")

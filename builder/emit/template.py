@@ -16,7 +16,7 @@ no request (a tool that edits bodies by their final names, say) is never shared.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from .naming import PLACEHOLDER, NameTable, word_set
 
@@ -41,7 +41,7 @@ def view(stage) -> StageView:
                      stage.private)
 
 
-def block_key(block, refs: list[str]) -> tuple:
+def block_key(block, refs: Sequence[str]) -> tuple:
     """What a block's code can depend on besides requested names: how many tensors it takes, its
     domain (with the tile params that cut it) and phase, and for each stage its op, params, ports, their
     types, its tiles, and which of the block's tensors each port is (two ports reading one tensor share a

@@ -18,7 +18,7 @@ from ..spec import DType
 from ..stage_api import next_pow2
 from ..stagefault import in_stage
 from . import naming
-from .common import (WIDTH, BodyCtx, FileContext, axis_tile, default_var, docstring, header, indent, spec_label,
+from .common import (WIDTH, BodyCtx, FileContext, axis_tile, default_var, docstring, header, indent,
                      tuple_code, wrap, wrap_long_lines)
 from .naming import NameTable
 from .template import Recorder, Template, block_key, written
@@ -140,9 +140,9 @@ class TritonCtx(BodyCtx):
         return code if dtype is DType.fp32 else f"{code}.to({triton_code(dtype)})"
 
 
-def block_refs(block: LoopBlock) -> list[str]:
+def block_refs(block: LoopBlock) -> tuple[str, ...]:
     """Tensors a block kernel takes, in argument order (one pointer each)."""
-    return list(block.reads + block.writes + block.scratch)
+    return block.tensors
 
 
 # --- requests: the names a block kernel asks for, by what they are to the block (see template.py) ------
@@ -181,7 +181,7 @@ def _programs_doc(block: LoopBlock) -> str:
 
 def _stage_comment(block: LoopBlock, file: FileContext, stage: int) -> str:
     s = block.stages[stage]
-    return file.table.text(f"# stage {s.id} ({s.op.name}), {naming.comment(spec_label(s.loc.file))}:{s.loc.line}")
+    return file.table.text(f"# stage {s.id} ({s.op.name}), {naming.comment(file.label(s.loc.file))}:{s.loc.line}")
 
 
 def _block_kernel(block: LoopBlock, tg: TypedGraph, file: FileContext, kinds: dict, key: int) -> tuple[str, frozenset]:
@@ -353,6 +353,6 @@ def _module(tg: TypedGraph, sched: Schedule) -> tuple[str, FileContext]:
               _launcher(tg, sched, file, kinds, keys)]
     body = [HELPERS[h] for h in sorted(helpers)] + kernels + chunks  # resolved first: the dims they use
     dim_lines, const_lines, shown = file.constant_lines(lambda n, v: f"tl.constexpr({naming.literal(v)})")
-    head = [header(tg, NAME), docstring(tg, sched, shown, NOTE),
+    head = [header(tg, NAME), docstring(tg, sched, shown, NOTE, file.label),
             "import torch\nimport triton\nimport triton.language as tl", "\n".join(dim_lines + const_lines)]
     return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n"), file
