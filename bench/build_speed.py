@@ -7,7 +7,8 @@ N one-stage kernels sharing a size set. For each N it loads the YAML from a file
 validate, type-check, schedule: `builder.load`) and emits the Triton code of every kernel, and
 prints the best of `--repeat` runs per stage or kernel, with its ratio to the smallest N: a flat
 column means linear cost. Validating, scheduling and emitting never import torch, so neither does
-this script. These machines are noisy: read the ratios of one run, not seconds across runs.
+this script. A size whose `--repeat` runs take less than `--min-seconds` (1) in all runs again until
+they do (at most 50 runs). These machines are noisy: read the ratios of one run, not seconds across runs.
 """
 from __future__ import annotations
 
@@ -83,13 +84,20 @@ def measure(text: str, path: str, backend: str) -> dict:
             "total": (l_wall + e_wall, l_cpu + e_cpu)}
 
 
-def run(shape: str, counts: list[int], repeat: int, backend: str) -> list[dict]:
+MAX_RUNS = 50
+
+
+def run(shape: str, counts: list[int], repeat: int, backend: str, min_seconds: float = 1.0) -> list[dict]:
+    """Rows of best times; a size runs `repeat` times, and again until its runs took `min_seconds` (small
+    sizes: a burst of noise on this machine is then one run of many)."""
     make = chain if shape == "chain" else library
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
             text = make(n)
-            runs = [measure(text, os.path.join(tmp, f"{shape}{n}.yaml"), backend) for _ in range(repeat)]
+            runs: list[dict] = []
+            while len(runs) < repeat or (sum(r["total"][0] for r in runs) < min_seconds and len(runs) < MAX_RUNS):
+                runs.append(measure(text, os.path.join(tmp, f"{shape}{n}.yaml"), backend))
             best = {step: tuple(min(r[step][i] for r in runs) for i in range(2)) for step in runs[0]}
             rows.append({"shape": shape, "n": n, "bytes": len(text), **{f"{s}_s": best[s] for s in best}})
     return rows
@@ -114,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--counts", default="100,300,1000,3000,10000", help="stages per chain / kernels per library")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--min-seconds", type=float, default=1.0, help="run a size again until its runs took this long")
     p.add_argument("--shape", default="chain,library")
     p.add_argument("--backend", default="triton", choices=("triton", "pypto"))
     p.add_argument("--json", action="store_true", help="rows as JSON instead of tables")
@@ -121,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     counts = [int(c) for c in args.counts.split(",")]
     results = []
     for shape in args.shape.split(","):
-        rows = run(shape, counts, args.repeat, args.backend)
+        rows = run(shape, counts, args.repeat, args.backend, args.min_seconds)
         results += rows
         if not args.json:
             print(table(rows), flush=True)
