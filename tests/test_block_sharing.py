@@ -60,7 +60,7 @@ def _never_shared(monkeypatch) -> None:
 
 def _emit_both_ways(monkeypatch, tg, sched) -> tuple[str, str, list[str], list[str]]:
     """(code with sharing, code without, names of the blocks whose kernel was filled in from another's
-    code, and of those whose launcher lines were: their allocations, then their launches)."""
+    code, and of those whose launcher lines were)."""
     filled: list[tuple[str, bool]] = []
     fill = template.Template.fill
 
@@ -82,7 +82,7 @@ def test_only_alike_blocks_share_code_and_the_code_is_unchanged(monkeypatch):
     shared, alone, filled, launcher = _emit_both_ways(monkeypatch, *kernel.typed())
     assert shared == alone
     assert filled == ["s2", "f2_f3"]  # s1 and the first fused pair are written; nothing else is alike
-    assert launcher == filled * 2
+    assert launcher == filled
     assert kernel.verify("triton").ok
 
 
@@ -109,7 +109,7 @@ def test_a_long_chain_writes_two_kernels_and_fills_the_rest(monkeypatch):
     kernel = builder.load("chain.yaml", text=build_speed.chain(40))["k"]
     shared, alone, filled, launcher = _emit_both_ways(monkeypatch, *kernel.typed())
     assert shared == alone and filled == [f"s{i}" for i in range(2, 40)]  # s0 reads one tensor as both parts
-    assert launcher == filled * 2
+    assert launcher == filled
 
 
 def test_a_body_edited_by_its_final_names_is_written_for_every_block(monkeypatch):
@@ -120,7 +120,7 @@ def test_a_body_edited_by_its_final_names_is_written_for_every_block(monkeypatch
     kernel = builder.load("chain.yaml", text=build_speed.chain(5), ops=ops)["k"]
     shared, alone, filled, launcher = _emit_both_ways(monkeypatch, *kernel.typed())
     assert matched and shared == alone and filled == []
-    assert launcher == ["s2", "s3", "s4"] * 2  # the launcher's lines do not come from the tile body
+    assert launcher == ["s2", "s3", "s4"]  # the launcher's lines do not come from the tile body
     assert shared.count("tl.load(s2_odd_ptr + pair)") == 2  # block s3 reads both parts from s2's odd one
 
 

@@ -266,17 +266,23 @@ def _launch(block: LoopBlock, file: FileContext, ask) -> str:
     return f"    {ask(_kernel_name)}[{tuple_code(trips)}]({arguments})"
 
 
+_PARTS = "\0"  # between a block's allocations and its launch, written together (no code holds a NUL)
+
+
 def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext, kinds: dict, keys: list[int]) -> str:
-    """`run`, final code: every name in it comes from the name table."""
+    """`run`, final code: every name in it comes from the name table. A block's allocations and launch
+    are one piece of code per kind of block (they name the same tensors), split apart afterwards; the
+    buffers are claimed in block order either way, launches claim nothing."""
     table = file.table
     device = table.claim(("local", "device"), "device", "device_")
-
-    def part(write, kind: str, block: LoopBlock, key: int) -> str:
-        return written(kinds, (kind, key, len(block.reads)), block, file, lambda r: write(block, file, r.ask),
-                       renames=False)[0]
-
-    allocations = [part(_allocations, "allocations", b, key) for b, key in zip(sched.blocks, keys)]
-    launches = [part(_launch, "launch", b, key) for b, key in zip(sched.blocks, keys)]
+    allocations, launches = [], []
+    for block, key in zip(sched.blocks, keys):
+        code, _ = written(kinds, ("launcher", key, len(block.reads)), block, file,
+                          lambda r, b=block: _allocations(b, file, r.ask) + _PARTS + _launch(b, file, r.ask),
+                          renames=False)
+        allocated, launch = code.split(_PARTS)
+        allocations += [allocated] if allocated else []
+        launches.append(launch)
     var = {ref: table.name_of(table.fixed(ref)) for ref in tg.inputs}
     var.update((ref, table.name_of(table.claim(("buffer", ref), default_var(ref))))
                for b in sched.blocks for ref in b.writes + b.scratch)
@@ -287,7 +293,7 @@ def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext, kinds: dict, k
         '    """',
         "    check_inputs(locals())",
         f"    {table.name_of(device)} = {var[next(iter(tg.inputs))]}.device"]
-    lines += [a for a in allocations if a] + launches
+    lines += allocations + launches
     lines.append("    return {")
     lines += [f"        {naming.string(name)}: {var[ref]}," for name, ref in tg.outputs.items()]
     lines += [f"        {naming.string(ref)}: {var[ref]}," for b in sched.blocks for ref in b.writes + b.scratch]
