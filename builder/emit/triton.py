@@ -276,10 +276,11 @@ def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext, kinds: dict, k
     table = file.table
     device = table.claim(("local", "device"), "device", "device_")
     allocations, launches = [], []
+    def write(recorder: Recorder) -> str:
+        return _allocations(recorder.block, file, recorder.ask) + _PARTS + _launch(recorder.block, file, recorder.ask)
+
     for block, key in zip(sched.blocks, keys):
-        code, _ = written(kinds, ("launcher", key, len(block.reads)), block, file,
-                          lambda r, b=block: _allocations(b, file, r.ask) + _PARTS + _launch(b, file, r.ask),
-                          renames=False)
+        code, _ = written(kinds, ("launcher", key, len(block.reads)), block, file, write, renames=False)
         allocated, launch = code.split(_PARTS)
         allocations += [allocated] if allocated else []
         launches.append(launch)
