@@ -362,4 +362,6 @@ def _module(tg: TypedGraph, sched: Schedule) -> tuple[str, FileContext]:
     dim_lines, const_lines, shown = file.constant_lines(lambda n, v: f"tl.constexpr({naming.literal(v)})")
     head = [header(tg, NAME), docstring(tg, sched, shown, NOTE, file.label),
             "import torch\nimport triton\nimport triton.language as tl", "\n".join(dim_lines + const_lines)]
-    return wrap_long_lines("\n\n".join(head) + "\n\n\n" + "\n\n\n".join(body) + "\n"), file
+    # wrapped piece by piece (each a whole statement, its docstrings closed): a large file is never split
+    # into lines all at once
+    return "\n\n".join(map(wrap_long_lines, head)) + "\n\n\n" + "\n\n\n".join(map(wrap_long_lines, body)) + "\n", file
