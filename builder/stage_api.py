@@ -247,7 +247,11 @@ class Phase:
 
 
 class Op:
-    """Base class of stage ops. Subclasses set the ClassVars and implement the methods."""
+    """Base class of stage ops. Subclasses set the ClassVars and implement the methods.
+
+    `infer`, `tiles`, `private`, `domain` and `phases` are functions of their arguments alone (no state,
+    no other input): the graph and schedule steps call them once per (op, params, input types) and give
+    every alike stage the same answer."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -332,7 +336,9 @@ class Op:
 
     # --- tile bodies: one per backend (builder/emit/<backend>.py hands them a context) --------------
     def triton(self, c: Any) -> list[str]:
-        """Lines of the stage's Triton tile body (see builder.emit.triton.TritonCtx)."""
+        """Lines of the stage's Triton tile body (see builder.emit.triton.TritonCtx). A body reads only the
+        context: `c.stage` (a StageView), `c.p`, `c.dims`, `c.phase` and its methods, which give every
+        name; its code is shared by every alike block (builder/emit/template.py)."""
         raise NotImplementedError
 
     def pypto(self, c: Any) -> list[str]:

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import builder
+from builder import graph
 from builder.emit import template, triton
 from builder.emit.common import FileContext
 from builder.emit.pypto import PyptoCtx
@@ -103,6 +104,26 @@ def test_sharing_leaves_every_kernel_unchanged(monkeypatch, path):
         for sizes in lib[name].spec.sizes:
             shared, alone, _, _ = _emit_both_ways(monkeypatch, *lib[name].typed(sizes))
             assert shared == alone, (name, sizes)
+
+
+@pytest.mark.parametrize("path", ["kernels.yaml", "tests/kernels/general_ops.yaml", "mixed"])
+def test_checking_alike_stages_once_leaves_every_kernel_unchanged(monkeypatch, path):
+    """With every stage's params made distinct, no stage shares a check with another: the typed graphs,
+    schedules and code of both backends must be what sharing gives."""
+    text = MIXED if path == "mixed" else None
+
+    def code(lib):
+        return {(n, sizes, backend): lib[n].emit(backend, sizes) for n in lib for sizes in lib[n].spec.sizes
+                for backend in ("triton", "pypto")}
+
+    shared = builder.load(path, text=text)
+    with monkeypatch.context() as m:
+        m.setattr(graph, "frozen_data", lambda data: object())
+        alone = builder.load(path, text=text)
+    for name in shared:
+        a, b = shared[name].typed(), alone[name].typed()
+        assert a[0].types == b[0].types and a[1] == b[1], name
+    assert code(shared) == code(alone)
 
 
 def test_a_long_chain_writes_two_kernels_and_fills_the_rest(monkeypatch):
