@@ -40,7 +40,6 @@ def string(text: str) -> str:
                          for ch in text) + '"'
 
 
-
 def literal(value) -> str:
     """A Python literal of a number, string, bool, None or list of them; refuses NaN and infinities
     (their repr is not a literal)."""

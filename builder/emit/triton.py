@@ -236,7 +236,7 @@ def _shape(t, file: FileContext) -> str:
 
 # --- the launcher: one function, its lines for each block written once per kind of block ----------------
 
-def _device(block: LoopBlock, file: FileContext) -> str:
+def _device(block: Optional[LoopBlock], file: FileContext) -> str:
     """The launcher's one local, from the name table too: no local of its own can meet an input's or
     buffer's name, so its final code is a substitution, not a rename pass."""
     return file.table.claim(("local", "device"), "device", "device_")
@@ -273,12 +273,12 @@ def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext, kinds: dict, k
     """`run`, final code: every name in it comes from the name table. A block's allocations and launch
     are one piece of code per kind of block (they name the same tensors), split apart afterwards; the
     buffers are claimed in block order either way, launches claim nothing."""
-    table = file.table
-    device = table.claim(("local", "device"), "device", "device_")
-    allocations, launches = [], []
     def write(recorder: Recorder) -> str:
         return _allocations(recorder.block, file, recorder.ask) + _PARTS + _launch(recorder.block, file, recorder.ask)
 
+    table = file.table
+    device = _device(None, file)  # claimed before any buffer
+    allocations, launches = [], []
     for block, key in zip(sched.blocks, keys):
         code, _ = written(kinds, ("launcher", key, len(block.reads)), block, file, write, renames=False)
         allocated, launch = code.split(_PARTS)
