@@ -130,9 +130,9 @@ def wrap(text: str, width: int = WIDTH, initial_indent: str = "", subsequent_ind
     text of printable characters, single spaces and no hyphens is filled greedily word by word, which is
     what textwrap does with it (tests/test_emit_common.py compares the two). Each line ends at the last
     space that lets it fit, found by `rfind` rather than adding words one at a time."""
-    words = text.split(" ")
-    if (not text.isprintable() or "-" in text or "" in words
-            or max(map(len, words)) > width - max(len(initial_indent), len(subsequent_indent))):
+    if (not text.isprintable() or "-" in text or not text or text[0] == " " or text[-1] == " " or "  " in text
+            or len(initial_indent) + len(text) > width  # text that fits on one line is that line
+            and max(map(len, text.split(" "))) > width - max(len(initial_indent), len(subsequent_indent))):
         return textwrap.wrap(text, width, initial_indent=initial_indent, subsequent_indent=subsequent_indent)
     lines, start, indent = [], 0, initial_indent
     while len(indent) + len(text) - start > width:
