@@ -114,6 +114,43 @@ def test_string_literals_read_back_as_their_text():
     assert string("attn.o") == '"attn.o"' and string('a"b\\') == '"a\\"b\\\\"'
 
 
+def test_top_level_split_matches_a_character_by_character_reference():
+    """`common._split_top` visits only brackets, quotes, backslashes and separators; splitting by looking
+    at every character must give the same parts."""
+    import random
+
+    from builder.emit.common import _split_top
+
+    def reference(text: str, sep: str) -> list[str]:
+        if not any(ch in text for ch in "([{\"'"):  # no bracket or string opens: the plain split, as before
+            return text.split(sep)
+        parts, depth, quote, start, escaped = [], 0, "", 0, False
+        for i, ch in enumerate(text):
+            if quote:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == quote:
+                    quote = ""
+            elif ch in "\"'":
+                quote = ch
+            elif ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+            elif ch == sep and depth == 0:
+                parts.append(text[start:i])
+                start = i + 1
+        return parts + [text[start:]]
+
+    rng = random.Random(0)
+    atoms = list("ab ,()[]{}'\"\\") + ["\\\\", "\\'", '\\"', "x[0:8, :]", "pl.cast(v, target_type=pl.FP32)"]
+    for _ in range(5000):
+        text = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 25)))
+        assert _split_top(text, ",") == reference(text, ","), text
+
+
 def test_wrap_of_long_lines_matches_a_character_by_character_reference():
     """`common._wrap` keeps short arguments as they are and finds the `(` that matches the final `)`
     by visiting parentheses only; a plain per-character version must break every line the same way."""

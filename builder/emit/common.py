@@ -272,16 +272,19 @@ def indent(lines: list[str], n: int) -> list[str]:
 
 
 def _split_top(text: str, sep: str) -> list[str]:
-    """Split at `sep` characters outside brackets and strings."""
+    """Split at `sep` characters outside brackets and strings (a backslash in a string escapes the next
+    character). Only the characters that matter are visited, found by one regular expression."""
     if _OPENING.search(text) is None:  # a plain argument list (a launch of a block kernel)
         return text.split(sep)
-    parts, depth, quote, start, escaped = [], 0, "", 0, False
-    for i, ch in enumerate(text):
+    parts, depth, quote, start, escaped_at = [], 0, "", 0, -1
+    for mark in _marks(sep).finditer(text):
+        i = mark.start()
+        if i == escaped_at:
+            continue
+        ch = text[i]
         if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
+            if ch == "\\":
+                escaped_at = i + 1
             elif ch == quote:
                 quote = ""
         elif ch in "\"'":
@@ -294,6 +297,12 @@ def _split_top(text: str, sep: str) -> list[str]:
             parts.append(text[start:i])
             start = i + 1
     return parts + [text[start:]]
+
+
+@functools.lru_cache(maxsize=4)
+def _marks(sep: str) -> re.Pattern:
+    """What `_split_top` looks at: brackets, quotes, backslashes and `sep`."""
+    return re.compile("[" + re.escape("()[]{}\"'\\" + sep) + "]")
 
 
 _PARENS = re.compile(r"[()]")
