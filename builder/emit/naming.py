@@ -102,7 +102,6 @@ class NameTable:
     file, so that no name shadows another anywhere (a buffer named like a block function, say)."""
 
     def __init__(self, taken: Iterable[str] = ()):
-        self.final: list[str] = []
         self.taken: set[str] = set(RESERVED) | set(taken)  # every name the file defines or reads
         self._keys: dict[object, str] = {}
         self._placeholders: dict[str, str] = {}  # placeholder -> its final name
@@ -113,8 +112,7 @@ class NameTable:
         self._fixed: set[str] = set()  # placeholders of user names
 
     def _new(self, final: str) -> str:
-        number = str(len(self.final))
-        self.final.append(final)
+        number = str(len(self._numbered))
         self._numbered[number] = final
         placeholder = f"__m{number}__"
         self._placeholders[placeholder] = final
@@ -169,7 +167,7 @@ class NameTable:
 
     def hide(self, code: str) -> str:
         """Inverse of `show` (for test helpers that edit shown code; assumes no local shares a name)."""
-        by_name = {final: f"__m{i}__" for i, final in enumerate(self.final)}
+        by_name = {final: f"__m{number}__" for number, final in self._numbered.items()}
         return _WORD.sub(lambda m: by_name.get(m.group(0), m.group(0)), code)
 
     def mark_resolved(self, placeholders: Iterable[str]) -> None:

@@ -244,7 +244,11 @@ def _device(block: Optional[LoopBlock], file: FileContext) -> str:
 
 def _variable(block: LoopBlock, file: FileContext, index: int) -> str:
     """The launcher's variable holding the block's tensor `index`: a kernel input, or a buffer."""
-    ref = block_refs(block)[index]
+    return _holder(file, block_refs(block)[index])
+
+
+def _holder(file: FileContext, ref: str) -> str:
+    """The launcher's variable holding tensor `ref`: a kernel input, or a buffer."""
     if ref in file.tg.inputs:
         return file.table.fixed(ref)
     return file.table.claimed(("buffer", ref)) or file.table.claim(("buffer", ref), default_var(ref))
@@ -284,9 +288,8 @@ def _launcher(tg: TypedGraph, sched: Schedule, file: FileContext, kinds: dict, k
         allocated, launch = code.split(_PARTS)
         allocations += [allocated] if allocated else []
         launches.append(launch)
-    var = {ref: table.name_of(table.fixed(ref)) for ref in tg.inputs}
-    var.update((ref, table.name_of(table.claim(("buffer", ref), default_var(ref))))
-               for b in sched.blocks for ref in b.writes + b.scratch)
+    var = {ref: table.name_of(_holder(file, ref)) for ref in tg.inputs}
+    var.update((ref, table.name_of(_holder(file, ref))) for b in sched.blocks for ref in b.writes + b.scratch)
     lines = [f"def run({', '.join(['*'] + [var[n] for n in tg.inputs])}):",
         '    """Launch the loop blocks in schedule order on the inputs\' device.',
         "",
@@ -364,4 +367,5 @@ def _module(tg: TypedGraph, sched: Schedule) -> tuple[str, FileContext]:
             "import torch\nimport triton\nimport triton.language as tl", "\n".join(dim_lines + const_lines)]
     # wrapped piece by piece (each a whole statement, its docstrings closed): a large file is never split
     # into lines all at once
-    return "\n\n".join(map(wrap_long_lines, head)) + "\n\n\n" + "\n\n\n".join(map(wrap_long_lines, body)) + "\n", file
+    pieces = ["\n\n".join(map(wrap_long_lines, head)), "\n\n\n", "\n\n\n".join(map(wrap_long_lines, body)), "\n"]
+    return "".join(pieces), file  # one copy of a large file, not one per `+`
