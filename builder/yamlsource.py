@@ -285,15 +285,13 @@ class _Builder:
             self._deliver(value, loc)
 
     def _construct(self, ev, loc: Location) -> Any:
+        """The value of a tagged scalar, or of an untagged one that `scalar` could neither take as written
+        nor find in the cache (typed by the resolver, then cached)."""
         tag, cache_key = ev.tag, None
         if tag == "!":
             tag = _CORE + "str"
         elif tag is None:
-            if _TYPED_FIRST is not None and not (ev.implicit[0] and ev.value[:1] in _TYPED_FIRST):
-                return ev.value
             cache_key = (ev.value, ev.implicit)
-            if cache_key in self._scalars:
-                return self._scalars[cache_key]
             tag = self._resolver.resolve(yaml.ScalarNode, ev.value, ev.implicit)
         if tag not in _SCALAR_TAGS:
             self.sink.error("bad-tag", f"tag `{ev.tag or tag}` is not allowed: a spec holds plain strings, numbers, "
@@ -312,8 +310,7 @@ class _Builder:
         return value
 
     def start(self, ev, kind: type) -> None:
-        mark = ev.start_mark
-        loc = _TUPLE(Location, (self.file, mark.line + 1, mark.column + 1)) if mark else Location(self.file, 1, 1)
+        loc = _loc(self.file, ev.start_mark)
         what = "mapping" if kind is dict else "list"
         if ev.tag not in _COLLECTION_TAGS:
             self.sink.error("bad-tag", f"tag `{ev.tag}` is not allowed on a {what}", loc, "remove the tag")
